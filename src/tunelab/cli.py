@@ -1,0 +1,187 @@
+"""The `tunelab` command line. Heavy libraries are imported inside commands so --help is fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="tunelab: fine-tuning projects for language models, run as MLOps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare, inspect and restore dataset versions.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+
+
+@app.callback()
+def main(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir", envvar="TUNELAB_WORKDIR", help="Workspace for everything a run writes."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    if workdir is not None:
+        os.environ["TUNELAB_WORKDIR"] = str(workdir.expanduser().resolve())
+    _state["debug"] = debug
+    # Quiet, offline-friendly defaults for the libraries commands import later.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _fail(exc: Exception) -> None:
+    """Print a user error as one paragraph and exit 2; re-raise with --debug."""
+    if _state["debug"]:
+        raise exc
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _run(fn, *args, **kwargs):
+    from tunelab.errors import TunelabError
+
+    try:
+        return fn(*args, **kwargs)
+    except TunelabError as exc:
+        _fail(exc)
+
+
+def _workspace():
+    from tunelab.workspace import Workspace
+
+    return Workspace.resolve()
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; none = defaults.")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Print the resolved config (file + overrides + defaults) as YAML."""
+    from tunelab import config as config_mod
+
+    cfg = _run(config_mod.load, config, overrides)
+    typer.echo(cfg.to_yaml(), nl=False)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    configs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Run configs naming datasets; none = every bundled dataset."),
+    ] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Ingest, split, validate (Great Expectations), version (DVC) and report on datasets."""
+    from tunelab import config as config_mod
+    from tunelab.data.prepare import bundled_configs
+
+    if configs:
+        cfgs = [_run(config_mod.load, path, overrides) for path in configs]
+    else:
+        cfgs = [
+            _run(config_mod.from_dict, _run(config_mod.apply_overrides, c.to_dict(), overrides))
+            for c in bundled_configs()
+        ]
+    from flows.data import prepare_data
+
+    rows = _run(prepare_data, cfgs, str(_workspace().root))
+    _print_prepared(rows)
+
+
+def _print_prepared(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Prepared datasets")
+    for column in ("dataset", "version", "train", "validation", "test", "changed"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["dataset"],
+            row["version"],
+            *(str(row.get(f"rows_{s}", 0)) for s in ("train", "validation", "test")),
+            "yes" if row["changed"] else "no (unchanged)",
+        )
+    console = Console()
+    console.print(table)
+    for row in rows:
+        console.print(f"{row['dataset']}: report {row['report']}")
+        if row["data_docs"]:
+            console.print(f"{row['dataset']}: Data Docs {row['data_docs']}")
+
+
+@data_app.command("show")
+def data_show(
+    name: Annotated[str | None, typer.Argument(help="Dataset name; none = all.")] = None,
+) -> None:
+    """List the recorded versions of a dataset (the current one marked *)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunelab.data import versioning
+
+    workspace = _workspace()
+    names = [name] if name else versioning.list_datasets(workspace)
+    if not names:
+        _fail(_user_error(f"No dataset versions in {workspace.root}. Run `tunelab data prepare`."))
+    table = Table(title=f"Dataset versions in {workspace.root}")
+    for column in ("", "dataset", "version", "created", "train", "validation", "test", "source"):
+        table.add_column(column)
+    for dataset in names:
+        versions = _run(versioning.list_versions, dataset, workspace)
+        if not versions:
+            _fail(_user_error(f"No versions recorded for dataset '{dataset}' in "
+                              f"{workspace.root}. Known: {versioning.list_datasets(workspace)}."))
+        current = versioning.current_version(dataset, workspace)
+        for v in versions:
+            table.add_row(
+                "*" if current and v.version == current.version else "",
+                dataset,
+                v.version,
+                v.created,
+                *(str(v.rows.get(s, 0)) for s in ("train", "validation", "test")),
+                str(v.metadata.get("source", "")),
+            )
+    Console().print(table)
+
+
+@data_app.command("checkout")
+def data_checkout(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[str, typer.Argument(help="Version id from `tunelab data show NAME`.")],
+) -> None:
+    """Restore an earlier version of one dataset into data/NAME (other datasets untouched)."""
+    from tunelab.data import versioning
+
+    restored = _run(versioning.checkout_version, name, version, _workspace())
+    typer.echo(f"{name}: version {restored.version} restored to data/{name}/ "
+               f"({', '.join(f'{k} {v}' for k, v in restored.rows.items())} rows).")
+
+
+def _user_error(message: str) -> Exception:
+    from tunelab.errors import TunelabError
+
+    return TunelabError(message)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,244 @@
+"""One validated config object per run, loaded from YAML and overridable from the CLI.
+
+A config file may start from another with ``base: other.yaml`` (a path relative to
+the file); its keys are merged over the base's, section by section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunelab.errors import ConfigError
+
+Task = Literal["classification", "generation", "preference"]
+Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo"]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitFractions(Section):
+    train: float = Field(0.8, gt=0, lt=1, description="Share of rows for training.")
+    validation: float = Field(0.1, ge=0, lt=1, description="Share of rows for validation.")
+    test: float = Field(0.1, gt=0, lt=1, description="Share of rows for the frozen test split.")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, got {total:g}")
+        return self
+
+
+class CheckThresholds(Section):
+    min_chars: int = Field(1, ge=1, description="Shortest allowed text, in characters.")
+    max_chars: int = Field(4000, ge=1, description="Longest allowed text, in characters.")
+    max_duplicate_rate: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed share of rows whose normalised text repeats."
+    )
+    min_rows_per_class: int = Field(5, ge=1, description="Fewest rows a label may have overall.")
+    max_imbalance_ratio: float = Field(
+        5.0, ge=1, description="Largest allowed ratio of the biggest to the smallest class."
+    )
+    max_too_long_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest allowed share of examples longer than model.max_length tokens.",
+    )
+
+
+class DataConfig(Section):
+    name: str = Field(
+        "sentiment",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Dataset name: folder under data/, experiment and report name.",
+    )
+    task: Task = Field("classification", description="Task type; fixes the canonical columns.")
+    source: str = Field(
+        "bundled:sentiment",
+        description="Where rows come from: 'bundled:NAME', 'hf:ORG/NAME' (Hugging Face hub) "
+        "or a path to a CSV/JSONL/Parquet file or a folder of them.",
+    )
+    hf_config: str | None = Field(None, description="Hub dataset config name, if it has several.")
+    hf_revision: str | None = Field(None, description="Hub dataset revision (tag, branch, commit).")
+    source_splits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map our split names (train/validation/test) to the source's split names "
+        "or file stems; empty = use the source's splits when it has them.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename source columns to canonical ones, e.g. {label_text: label}.",
+    )
+    labels: list[str] | None = Field(
+        None, description="Declared label set (classification). None = the labels found."
+    )
+    max_rows: int | None = Field(None, ge=1, description="Keep at most this many rows (sampled).")
+    splits: SplitFractions = Field(default_factory=SplitFractions, description="Split fractions.")
+    seed: int = Field(13, description="Seed for sampling and splitting.")
+    checks: CheckThresholds = Field(
+        default_factory=CheckThresholds, description="Validation gate thresholds."
+    )
+    remote: str | None = Field(
+        None, description="DVC remote URL or folder; None = dvc-remote/ in the workspace."
+    )
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "tiny-gpt2", description="Model reference: a bundled alias, a local path or a hub id."
+    )
+    revision: str | None = Field(None, description="Hub revision when name is a hub id.")
+    max_length: int = Field(256, ge=8, description="Longest input, in tokens.")
+    trust_remote_code: bool = Field(
+        False, description="Allow code from the model repository to run. Off unless needed."
+    )
+
+
+class TrainConfig(Section):
+    method: Method = Field("baseline", description="Training method.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+
+
+class EvalConfig(Section):
+    primary_metric: str = Field(
+        "macro_f1", description="Metric that decides promotion, e.g. macro_f1, rougeL."
+    )
+    bootstrap_resamples: int = Field(1000, ge=100, description="Resamples for confidence intervals.")
+    ci_level: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+
+
+class RegistryConfig(Section):
+    model_name: str | None = Field(
+        None, description="Registered model name; None = '<dataset>-<task role>'."
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, description="Smallest gain in the primary metric that can promote."
+    )
+    significance: float = Field(
+        0.05, gt=0, lt=1, description="Largest p-value of the paired test that can promote."
+    )
+
+
+class RunConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig, description="The dataset.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Registry.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def section_hash(self, section: str) -> str:
+        """Stable hash of one section, for caching and lineage."""
+        payload = json.dumps(getattr(self, section).model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults), apply ``key.sub=value`` overrides, validate."""
+    raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    apply_overrides(raw, overrides)
+    return from_dict(raw, where=str(path) if path else "defaults")
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, where)) from None
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as "
+                          "configs/sentiment.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections, "
+                          f"got {type(raw).__name__}.")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"Config file {path} has a 'base' cycle through {base_path}.")
+    return _merge(_read_yaml(base_path, (*seen, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Set ``section.key=value`` items (values parsed as YAML) in a raw config dict."""
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override '{item}' must look like section.key=value, "
+                          "e.g. data.max_rows=200.")
+    value = yaml.safe_load(text) if text.strip() else None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Override '{item}': '{part}' is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    lines = [f"Invalid config ({where}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            lines.append(f"  - unknown key '{key}'. Allowed keys here: {', '.join(allowed)}.")
+        else:
+            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r}).")
+    lines.append("Fix the file or the --set override; `tunelab config show` prints a valid one.")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,1 @@
+"""The data stage: sources, canonical schema, splits, checks, versions and reports."""

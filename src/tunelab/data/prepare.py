@@ -1,0 +1,129 @@
+"""The data stage as plain functions: ingest -> split -> validate -> version -> report.
+
+The Prefect flow (flows/data.py) wraps each step in a task; `prepare_dataset` runs
+them in order without Prefect, for library users and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tunelab.config import RunConfig
+from tunelab.data import checks, report, sources, splits, versioning
+from tunelab.data.tokens import TokenCounter, whitespace_counter
+from tunelab.workspace import Workspace
+
+
+@dataclass
+class PreparedDataset:
+    version: versioning.DataVersion
+    validation: checks.ValidationOutcome
+    report: report.DataReport
+
+
+def token_counter(cfg: RunConfig) -> TokenCounter:
+    """Tokens are whitespace-approximated until the model's tokenizer is wired in."""
+    return whitespace_counter()
+
+
+def label_set(cfg: RunConfig, frames: dict[str, pd.DataFrame]) -> list[str] | None:
+    """The declared labels, else the labels found; None for tasks without labels."""
+    if cfg.data.task != "classification":
+        return None
+    if cfg.data.labels:
+        return list(cfg.data.labels)
+    found = pd.concat([f["label"] for f in frames.values()]).dropna().unique()
+    return sorted(str(v) for v in found)
+
+
+def ingest(cfg: RunConfig) -> sources.RawDataset:
+    return sources.ingest(cfg.data)
+
+
+def split(raw: sources.RawDataset, cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    return splits.make_splits(raw.frames, cfg.data)
+
+
+def validate(
+    frames: dict[str, pd.DataFrame], cfg: RunConfig, workspace: Workspace
+) -> checks.ValidationOutcome:
+    return checks.validate_splits(frames, cfg, workspace, token_counter(cfg))
+
+
+def save_version(
+    frames: dict[str, pd.DataFrame],
+    cfg: RunConfig,
+    origin: str,
+    outcome: checks.ValidationOutcome,
+    workspace: Workspace,
+) -> versioning.DataVersion:
+    """Version validated splits; the gate must have passed."""
+    checks.raise_for_failures(outcome)
+    metadata = {
+        "source": origin,
+        "task": cfg.data.task,
+        "labels": label_set(cfg, frames),
+        "data_config": cfg.data.model_dump(mode="json"),
+        "data_config_hash": cfg.section_hash("data"),
+        "token_counter": token_counter(cfg).label,
+        "validation": outcome.statistics,
+    }
+    return versioning.save_version(
+        cfg.data.name,
+        frames,
+        workspace,
+        remote=cfg.data.remote,
+        metadata=metadata,
+        attachments={"validation.json": outcome.results},
+    )
+
+
+def write_report(
+    frames: dict[str, pd.DataFrame],
+    cfg: RunConfig,
+    version: versioning.DataVersion,
+    outcome: checks.ValidationOutcome,
+    workspace: Workspace,
+) -> report.DataReport:
+    stats = outcome.statistics
+    summary = (
+        f"passed: {stats.get('successful', '?')} of {stats.get('evaluated', '?')} expectations"
+        if outcome.success
+        else "failed"
+    )
+    return report.write_report(
+        cfg.data.name,
+        cfg.data.task,
+        version.version,
+        frames,
+        workspace,
+        token_counter=token_counter(cfg),
+        validation_summary=summary,
+        docs_path=outcome.docs_path,
+        seed=cfg.data.seed,
+    )
+
+
+def prepare_dataset(cfg: RunConfig, workspace: Workspace) -> PreparedDataset:
+    """Run the whole data stage for one dataset; raises DataValidationError at the gate."""
+    raw = ingest(cfg)
+    frames = split(raw, cfg)
+    outcome = validate(frames, cfg, workspace)
+    version = save_version(frames, cfg, raw.origin, outcome, workspace)
+    return PreparedDataset(version, outcome, write_report(frames, cfg, version, outcome, workspace))
+
+
+def bundled_configs() -> list[RunConfig]:
+    """One default config per bundled sample: what `tunelab data prepare` runs with no file."""
+    from tunelab.config import from_dict
+
+    return [
+        from_dict(
+            {"data": {"name": name, "task": info["task"], "source": f"bundled:{name}",
+                      "labels": info["labels"]}},
+            where=f"bundled:{name}",
+        )
+        for name, info in sources.BUNDLED.items()
+    ]

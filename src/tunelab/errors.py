@@ -1,0 +1,41 @@
+"""Errors a user can cause. The CLI prints their message without a traceback.
+
+Every message says what was wrong, where (file, column, row, key) and what to do.
+"""
+
+
+class TunelabError(Exception):
+    """Base class for errors caused by input, configuration or environment."""
+
+
+class ConfigError(TunelabError):
+    """A config file or override is invalid."""
+
+
+class DataSourceError(TunelabError):
+    """A dataset could not be read: missing, unreadable, corrupt or unreachable."""
+
+
+class DataSchemaError(TunelabError):
+    """Rows could not be mapped to the canonical schema of the task."""
+
+
+class SplitError(TunelabError):
+    """The data cannot be split as configured."""
+
+
+class DataValidationError(TunelabError):
+    """The validation gate failed; nothing downstream runs."""
+
+    def __init__(self, message: str, failures: list | None = None, docs_path: str | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+        self.docs_path = docs_path
+
+
+class VersioningError(TunelabError):
+    """A DVC operation failed or a requested data version does not exist."""
+
+
+class SourceUnreachableError(DataSourceError):
+    """A remote source (the hub) could not be reached; worth retrying."""
