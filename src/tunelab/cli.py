@@ -50,8 +50,10 @@ def _fail(exc: Exception) -> None:
     if _state["debug"]:
         raise exc
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+    # Escaped: messages hold things like "[train]" that rich would read as markup.
+    Console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -62,6 +64,37 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except TunelabError as exc:
         _fail(exc)
+
+
+def _run_flow(flow_fn, *args, **kwargs):
+    """Run a Prefect flow; a user error is shown once, as a paragraph, not as a traceback."""
+    if not _state["debug"]:
+        _hide_user_error_tracebacks_on_console()
+    return _run(flow_fn, *args, **kwargs)
+
+
+def _hide_user_error_tracebacks_on_console() -> None:
+    """Prefect logs a failing run's exception with its traceback on the console.
+
+    For errors the user caused the CLI prints the message itself, so the console
+    handler drops those records; the API handler still sends them to the Prefect UI.
+    """
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from tunelab.errors import TunelabError
+
+    class UserErrorFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            exc = record.exc_info[1] if record.exc_info else None
+            return not isinstance(exc, TunelabError)
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            type(f).__name__ == "UserErrorFilter" for f in handler.filters
+        ):
+            handler.addFilter(UserErrorFilter())
 
 
 def _workspace():
@@ -103,7 +136,7 @@ def data_prepare(
         ]
     from flows.data import prepare_data
 
-    rows = _run(prepare_data, cfgs, str(_workspace().root))
+    rows = _run_flow(prepare_data, cfgs, str(_workspace().root))
     _print_prepared(rows)
 
 
@@ -144,13 +177,21 @@ def data_show(
     if not names:
         _fail(_user_error(f"No dataset versions in {workspace.root}. Run `tunelab data prepare`."))
     table = Table(title=f"Dataset versions in {workspace.root}")
-    for column in ("", "dataset", "version", "created", "train", "validation", "test", "source"):
+    # Ids stay whole (they are typed back into `data checkout`); the source path folds.
+    for column in ("", "dataset", "version"):
+        table.add_column(column, no_wrap=True)
+    for column in ("created", "train", "validation", "test"):
         table.add_column(column)
+    table.add_column("source", overflow="fold")
     for dataset in names:
         versions = _run(versioning.list_versions, dataset, workspace)
         if not versions:
-            _fail(_user_error(f"No versions recorded for dataset '{dataset}' in "
-                              f"{workspace.root}. Known: {versioning.list_datasets(workspace)}."))
+            _fail(
+                _user_error(
+                    f"No versions recorded for dataset '{dataset}' in "
+                    f"{workspace.root}. Known: {versioning.list_datasets(workspace)}."
+                )
+            )
         current = versioning.current_version(dataset, workspace)
         for v in versions:
             table.add_row(
@@ -173,8 +214,10 @@ def data_checkout(
     from tunelab.data import versioning
 
     restored = _run(versioning.checkout_version, name, version, _workspace())
-    typer.echo(f"{name}: version {restored.version} restored to data/{name}/ "
-               f"({', '.join(f'{k} {v}' for k, v in restored.rows.items())} rows).")
+    typer.echo(
+        f"{name}: version {restored.version} restored to data/{name}/ "
+        f"({', '.join(f'{k} {v}' for k, v in restored.rows.items())} rows)."
+    )
 
 
 def _user_error(message: str) -> Exception:

@@ -118,7 +118,9 @@ class EvalConfig(Section):
     primary_metric: str = Field(
         "macro_f1", description="Metric that decides promotion, e.g. macro_f1, rougeL."
     )
-    bootstrap_resamples: int = Field(1000, ge=100, description="Resamples for confidence intervals.")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="Resamples for confidence intervals."
+    )
     ci_level: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
 
 
@@ -169,15 +171,17 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as "
-                          "configs/sentiment.yaml.")
+        raise ConfigError(
+            f"Config file {path} does not exist. Pass a YAML file such as configs/sentiment.yaml."
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections, "
-                          f"got {type(raw).__name__}.")
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of sections, got {type(raw).__name__}."
+        )
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -207,8 +211,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"Override '{item}' must look like section.key=value, "
-                          "e.g. data.max_rows=200.")
+        raise ConfigError(
+            f"Override '{item}' must look like section.key=value, e.g. data.max_rows=200."
+        )
     value = yaml.safe_load(text) if text.strip() else None
     node = raw
     parts = key.strip().split(".")

@@ -39,3 +39,7 @@ class VersioningError(TunelabError):
 
 class SourceUnreachableError(DataSourceError):
     """A remote source (the hub) could not be reached; worth retrying."""
+
+
+class ModelError(TunelabError):
+    """A model reference cannot be resolved, built, downloaded or loaded."""

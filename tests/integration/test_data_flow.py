@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from tunelab import config
-from tunelab.cli import app
 from tunelab.data import versioning
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 
 def small(name: str, task: str, *extra: str):
-    overrides = [f"data.name={name}", f"data.task={task}", f"data.source=bundled:{name}",
-                 "data.max_rows=120", "data.checks.min_rows_per_class=5", *extra]
+    overrides = [
+        f"data.name={name}",
+        f"data.task={task}",
+        f"data.source=bundled:{name}",
+        "data.max_rows=120",
+        "data.checks.min_rows_per_class=5",
+        *extra,
+    ]
     return config.load(None, overrides)
 
 
@@ -26,8 +34,11 @@ def write_csv(path, rows):
 
 def good_rows(prefix=""):
     labels = ("negative", "positive")
-    return [(f"{prefix}{label} sample text {i} with a few words", label)
-            for label in labels for i in range(15)]
+    return [
+        (f"{prefix}{label} sample text {i} with a few words", label)
+        for label in labels
+        for i in range(15)
+    ]
 
 
 def test_flow_prepares_versions_and_reports_every_bundled_dataset(workspace):
@@ -35,8 +46,11 @@ def test_flow_prepares_versions_and_reports_every_bundled_dataset(workspace):
 
     from flows.data import prepare_data
 
-    cfgs = [small("sentiment", "classification"), small("preferences", "preference"),
-            small("instructions", "generation")]
+    cfgs = [
+        small("sentiment", "classification"),
+        small("preferences", "preference"),
+        small("instructions", "generation"),
+    ]
     rows = prepare_data(cfgs, str(workspace.root))
     assert [r["dataset"] for r in rows] == ["sentiment", "preferences", "instructions"]
     assert workspace.data_dvc.is_file()
@@ -71,16 +85,29 @@ def test_flow_prepares_versions_and_reports_every_bundled_dataset(workspace):
 
 
 def run_cli(*args):
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+    """Run the real `tunelab` command in a subprocess against the test Prefect API.
+
+    A subprocess, not CliRunner: it checks the real exit code, and Prefect's log
+    handlers would otherwise keep writing to the closed streams of an earlier invoke.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return result.returncode, result.stdout + result.stderr
 
 
 def test_cli_bad_inputs_fail_clearly_and_keep_the_earlier_version(workspace, tmp_path):
     good = write_csv(tmp_path / "good.csv", good_rows())
     cfg_path = tmp_path / "reviews.yaml"
     cfg_path.write_text(
-        "data:\n  name: reviews\n  task: classification\n"
-        "  checks: {min_rows_per_class: 3}\n"
+        "data:\n  name: reviews\n  task: classification\n  checks: {min_rows_per_class: 3}\n"
     )
     code, out = run_cli("data", "prepare", str(cfg_path), "--set", f"data.source={good}")
     assert code == 0, out

@@ -8,14 +8,22 @@ from typer.testing import CliRunner
 
 from tunelab.cli import app
 
-HEAVY = ("pandas", "prefect", "great_expectations", "dvc", "torch", "transformers", "mlflow",
-         "datasets", "matplotlib")
+HEAVY = (
+    "pandas",
+    "prefect",
+    "great_expectations",
+    "dvc",
+    "torch",
+    "transformers",
+    "mlflow",
+    "datasets",
+    "matplotlib",
+)
 
 
 def test_cli_import_pulls_in_no_heavy_library():
     """`tunelab --help` stays fast because the CLI imports heavy libraries inside commands."""
-    code = ("import sys, tunelab.cli; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    code = f"import sys, tunelab.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -122,7 +122,9 @@ def test_folder_with_unknown_split_name(tmp_path):
 def test_source_splits_mapping(tmp_path):
     write_csv(tmp_path / "train.csv", ["a,pos"])
     write_csv(tmp_path / "holdout.csv", ["b,pos"])
-    raw = sources.ingest(data_cfg(str(tmp_path), "data.source_splits={train: train, test: holdout}"))
+    raw = sources.ingest(
+        data_cfg(str(tmp_path), "data.source_splits={train: train, test: holdout}")
+    )
     assert raw.frames["test"]["text"].tolist() == ["b"]
 
 

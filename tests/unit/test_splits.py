@@ -65,7 +65,9 @@ def test_given_train_and_test_keep_test_and_carve_validation():
 
 
 def test_zero_validation_fraction_gives_empty_validation():
-    splits = make_splits({"all": frame()}, cfg("data.splits={train: 0.9, validation: 0, test: 0.1}"))
+    splits = make_splits(
+        {"all": frame()}, cfg("data.splits={train: 0.9, validation: 0, test: 0.1}")
+    )
     assert len(splits["validation"]) == 0 and len(splits["test"]) == 6
 
 

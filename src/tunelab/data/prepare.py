@@ -121,8 +121,14 @@ def bundled_configs() -> list[RunConfig]:
 
     return [
         from_dict(
-            {"data": {"name": name, "task": info["task"], "source": f"bundled:{name}",
-                      "labels": info["labels"]}},
+            {
+                "data": {
+                    "name": name,
+                    "task": info["task"],
+                    "source": f"bundled:{name}",
+                    "labels": info["labels"],
+                }
+            },
             where=f"bundled:{name}",
         )
         for name, info in sources.BUNDLED.items()

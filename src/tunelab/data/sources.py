@@ -175,7 +175,7 @@ def _read_utf8(path: Path) -> str:
         line = data[: exc.start].count(b"\n") + 1
         raise DataSourceError(
             f"{path}: line {line} holds bytes that are not UTF-8 (byte {exc.start}: "
-            f"{data[exc.start:exc.start + 1]!r}). Re-save the file as UTF-8, e.g. "
+            f"{data[exc.start : exc.start + 1]!r}). Re-save the file as UTF-8, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`."
         ) from None
 
@@ -253,7 +253,11 @@ def _select_splits(raw: RawDataset, mapping: dict[str, str]) -> RawDataset:
             raise DataSourceError(
                 f"{raw.origin}: data.source_splits is wrong: "
                 + (f"keys must be train/validation/test, got {unknown}. " if unknown else "")
-                + (f"no source split named {missing}; it has {list(raw.frames)}." if missing else "")
+                + (
+                    f"no source split named {missing}; it has {list(raw.frames)}."
+                    if missing
+                    else ""
+                )
             )
         frames = {ours: raw.frames[theirs] for ours, theirs in mapping.items()}
     else:
@@ -285,5 +289,7 @@ def _cap_rows(frames: dict[str, pd.DataFrame], max_rows: int, seed: int) -> dict
     capped = {}
     for split, frame in frames.items():
         n = max(1, round(len(frame) * max_rows / total))
-        capped[split] = frame.sample(n=min(n, len(frame)), random_state=seed).sort_values(SOURCE_ROW)
+        capped[split] = frame.sample(n=min(n, len(frame)), random_state=seed).sort_values(
+            SOURCE_ROW
+        )
     return capped

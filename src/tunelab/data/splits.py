@@ -24,8 +24,11 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, p
     """Return train/validation/test frames from whatever splits the source had."""
     fractions = cfg.splits
     if set(frames) == {WHOLE}:
-        wanted = {"train": fractions.train, "validation": fractions.validation,
-                  "test": fractions.test}
+        wanted = {
+            "train": fractions.train,
+            "validation": fractions.validation,
+            "test": fractions.test,
+        }
         return _split(frames[WHOLE], wanted, cfg, where="the dataset")
     out = {name: frame.reset_index(drop=True) for name, frame in frames.items()}
     if "test" not in out:
@@ -60,7 +63,7 @@ def _split(
         counts = _counts(len(ordered), active, stratum, cfg, where)
         start = 0
         for name, count in counts.items():
-            for key in ordered[start:start + count]:
+            for key in ordered[start : start + count]:
                 assignment[key] = name
             start += count
     split_of_row = keys.map(assignment)

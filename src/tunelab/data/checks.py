@@ -1,0 +1,767 @@
+"""The validation gate: Great Expectations suites built in code, run through checkpoints.
+
+One call validates one dataset's splits as two GX batches:
+
+- ``<dataset>-examples``: every split stacked, one row per example, with a ``split``
+  column and derived per-row columns for the cross-row checks (repeats an earlier
+  row, also in another split, chosen same as rejected, token count, over max length);
+- ``<dataset>-classes`` (classification): one row per label with its counts overall
+  and per split.
+
+A checkpoint passes the same batch parameters to each of its validation definitions,
+so each batch has its own suite, validation definition and checkpoint; every
+checkpoint updates the Data Docs under ``workspace.gx_dir``. Pass or fail is always
+decided by a GX expectation; pandas only derives the columns those expectations read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from tunelab.config import RunConfig
+from tunelab.data.schema import (
+    REQUIRED,
+    SOURCE_ROW,
+    columns_for,
+    example_keys,
+    key_column,
+    normalise_key,
+    text_columns,
+)
+from tunelab.data.tokens import TokenCounter, whitespace_counter
+from tunelab.errors import DataValidationError
+from tunelab.workspace import Workspace
+
+SPLIT = "split"
+REPEATS = "repeats_earlier_row"
+LEAKED = "also_in_another_split"
+SAME_PAIR = "chosen_same_as_rejected"
+TOKENS = "token_count"
+TOO_LONG = "over_max_length"
+CLASS_ROWS = "rows"
+TIMES_SMALLEST = "times_smallest_class"
+
+DATASOURCE = "tunelab"
+SHOWN = 5  # rows or examples named in one failure
+
+
+@dataclass
+class Failure:
+    check: str
+    observed: str
+    threshold: str
+    split: str | None = None
+
+
+@dataclass
+class ValidationOutcome:
+    dataset: str
+    success: bool
+    failures: list[Failure]
+    statistics: dict
+    results: dict
+    docs_path: str | None
+
+
+def validate_splits(
+    splits: dict[str, pd.DataFrame],
+    cfg: RunConfig,
+    workspace: Workspace,
+    token_counter: TokenCounter | None = None,
+) -> ValidationOutcome:
+    """Run the gate's expectation suites over the splits; never raises for bad data."""
+    counter = token_counter or whitespace_counter()
+    task, name = cfg.data.task, cfg.data.name
+    examples = _examples_frame(splits, task, cfg.model.max_length, counter)
+    labels = _label_set(cfg, examples)
+    classes = _classes_frame(examples, labels, splits) if labels is not None else None
+
+    ctx = _context(workspace)
+    batches = [("examples", examples, _examples_suite(cfg, examples, counter), [SPLIT, SOURCE_ROW])]
+    if classes is not None and len(classes):
+        batches.append(("classes", classes, _classes_suite(cfg, splits), ["label"]))
+    run_id = _run_id(name)
+    runs: dict[str, dict] = {}
+    pages: dict[str, str] = {}
+    for kind, frame, suite, index_columns in batches:
+        key, result = _run_checkpoint(ctx, f"{name}-{kind}", frame, suite, index_columns, run_id)
+        runs[kind] = result.to_json_dict()
+        page = _docs_page(ctx, key)
+        if page:
+            pages[kind] = page
+
+    seen = _Seen(task, examples, classes, counter, cfg.model.max_length)
+    failures = [f for result in runs.values() for f in _failures(result, seen)]
+    success = all(r["success"] for r in runs.values())
+    statistics = _statistics(runs.values())
+    index = _docs_index(workspace)
+    failed = [pages[k] for k, r in runs.items() if not r["success"] and k in pages]
+    # One page when one validation tells the story, else the index that lists them all.
+    if len(failed) == 1:
+        docs_path = failed[0]
+    elif success and len(pages) == 1:
+        docs_path = next(iter(pages.values()))
+    else:
+        docs_path = index
+    results = {
+        "dataset": name,
+        "task": task,
+        "success": success,
+        "token_counter": counter.label,
+        "max_length": cfg.model.max_length,
+        "thresholds": cfg.data.checks.model_dump(mode="json"),
+        "labels": labels,
+        "statistics": statistics,
+        "failures": [asdict(f) for f in failures],
+        "data_docs": {"index": index, **pages},
+        "validations": runs,
+    }
+    return ValidationOutcome(name, success, failures, statistics, results, docs_path)
+
+
+def raise_for_failures(outcome: ValidationOutcome) -> None:
+    """Raise DataValidationError naming every failed check when the gate did not pass."""
+    if not outcome.success:
+        raise DataValidationError(describe_failures(outcome), outcome.failures, outcome.docs_path)
+
+
+def describe_failures(outcome: ValidationOutcome) -> str:
+    """Plain-words summary: each failed check with what was observed and the threshold."""
+    stats = outcome.statistics
+    if outcome.success:
+        return (
+            f"Dataset '{outcome.dataset}' passed the validation gate: "
+            f"{stats['successful']} of {stats['evaluated']} checks passed."
+        )
+    lines = [
+        f"Dataset '{outcome.dataset}' failed the validation gate: "
+        f"{stats['unsuccessful']} of {stats['evaluated']} checks failed."
+    ]
+    for number, failure in enumerate(outcome.failures, 1):
+        where = f" [{failure.split} split]" if failure.split else ""
+        lines.append(f"  {number}. Expected: {failure.check}{where}")
+        lines.append(f"     Observed: {failure.observed}")
+        lines.append(f"     Threshold: {failure.threshold}")
+    if outcome.docs_path:
+        lines.append(f"Data Docs (every check and its result): {outcome.docs_path}")
+    lines.append(
+        "Nothing was versioned. Fix the named rows in the source data, or, if a threshold "
+        "does not suit this dataset, change it in the config (data.labels, data.checks.*, "
+        "model.max_length), then prepare the data again."
+    )
+    return "\n".join(lines)
+
+
+# --- frames -------------------------------------------------------------------------
+
+
+def _examples_frame(
+    splits: dict[str, pd.DataFrame], task: str, max_length: int, counter: TokenCounter
+) -> pd.DataFrame:
+    """All splits stacked with the derived columns the cross-row expectations read."""
+    parts = []
+    for split_name, frame in splits.items():
+        present = [c for c in columns_for(task, frame) if c in frame.columns]
+        part = frame[present].copy()
+        for col in present:
+            part[col] = frame[col].map(_as_text).astype(object)
+        rows = frame[SOURCE_ROW] if SOURCE_ROW in frame.columns else range(1, len(frame) + 1)
+        part[SOURCE_ROW] = pd.Series(list(rows), index=part.index, dtype="int64")
+        part.insert(0, SPLIT, split_name)
+        parts.append(part)
+    stacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({SPLIT: []})
+    for col in columns_for(task, stacked):
+        if col in stacked.columns:
+            stacked[col] = stacked[col].astype(object).where(stacked[col].notna(), None)
+
+    keys = _keys(stacked, task)
+    known = keys != ""
+    stacked[REPEATS] = (keys.duplicated(keep="first") & known).astype("int64")
+    splits_per_key = stacked[SPLIT].groupby(keys).transform("nunique")
+    stacked[LEAKED] = ((splits_per_key > 1) & known).astype(bool)
+    if task == "preference" and {"chosen", "rejected"} <= set(stacked.columns):
+        chosen = stacked["chosen"].map(normalise_key)
+        rejected = stacked["rejected"].map(normalise_key)
+        stacked[SAME_PAIR] = ((chosen == rejected) & (chosen != "")).astype(bool)
+    texts = [c for c in text_columns(task, stacked) if c in stacked.columns]
+    joined = (
+        stacked[texts].apply(_join, axis=1)
+        if texts and len(stacked)
+        else pd.Series("", index=stacked.index, dtype=object)
+    )
+    stacked[TOKENS] = joined.map(counter.count).astype("int64")
+    stacked[TOO_LONG] = (stacked[TOKENS] > max_length).astype("int64")
+    return stacked
+
+
+def _as_text(value: object) -> object:
+    """Nulls stay None; anything else becomes a string so text expectations can run."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _join(row: pd.Series) -> str:
+    return "\n".join(v for v in row if isinstance(v, str) and v)
+
+
+def _keys(stacked: pd.DataFrame, task: str) -> pd.Series:
+    try:
+        return example_keys(stacked, task)
+    except KeyError:
+        return pd.Series("", index=stacked.index, dtype=object)
+
+
+def _label_set(cfg: RunConfig, examples: pd.DataFrame) -> list[str] | None:
+    if cfg.data.task != "classification" or "label" not in examples.columns:
+        return None
+    if cfg.data.labels:
+        return list(cfg.data.labels)
+    return sorted({v for v in examples["label"] if isinstance(v, str) and v})
+
+
+def _classes_frame(
+    examples: pd.DataFrame, labels: list[str], splits: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """One row per label: rows overall, per split, and times the smallest non-empty class."""
+    table = pd.DataFrame({"label": labels})
+    counts = examples.groupby([SPLIT, "label"]).size() if len(examples) else pd.Series()
+    for split_name in splits:
+        table[f"rows_in_{split_name}"] = [int(counts.get((split_name, lab), 0)) for lab in labels]
+    per_split = [f"rows_in_{s}" for s in splits]
+    table[CLASS_ROWS] = table[per_split].sum(axis=1).astype("int64") if per_split else 0
+    smallest = table.loc[table[CLASS_ROWS] > 0, CLASS_ROWS].min()
+    ratio = table[CLASS_ROWS] / smallest if smallest and smallest > 0 else math.nan
+    table[TIMES_SMALLEST] = pd.Series(ratio, index=table.index, dtype="float64").where(
+        table[CLASS_ROWS] > 0
+    )
+    return table
+
+
+# --- suites -------------------------------------------------------------------------
+
+
+def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounter):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    task, checks = cfg.data.task, cfg.data.checks
+    present = set(examples.columns)
+
+    expectations: list = []
+    add = _adder(expectations)
+
+    add(
+        gxe.ExpectTableRowCountToBeBetween,
+        "the dataset has at least one row",
+        "at least 1 row",
+        "rows",
+        min_value=1,
+    )
+    for col in REQUIRED[task]:
+        add(
+            gxe.ExpectColumnToExist,
+            f"column '{col}' exists",
+            f"required for a {task} dataset",
+            "column",
+            column=col,
+        )
+    for col in columns_for(task, examples):
+        if col not in present:
+            continue
+        add(
+            gxe.ExpectColumnValuesToNotBeNull,
+            f"every row has a {col}",
+            "allowed: no missing values",
+            "null",
+            column=col,
+        )
+        add(
+            gxe.ExpectColumnValuesToMatchRegex,
+            f"no {col} is empty or blank",
+            "allowed: no empty strings",
+            "blank",
+            column=col,
+            regex=r"\S",
+        )
+    if task == "classification" and cfg.data.labels and "label" in present:
+        add(
+            gxe.ExpectColumnValuesToBeInSet,
+            "labels are in the declared set",
+            f"allowed: {', '.join(cfg.data.labels)}",
+            "label_set",
+            column="label",
+            value_set=list(cfg.data.labels),
+        )
+    for col in text_columns(task, examples):
+        if col not in present:
+            continue
+        # Blank texts are the blank check's; counting them here too would report them twice.
+        add(
+            gxe.ExpectColumnValueLengthsToBeBetween,
+            f"each {col} is {checks.min_chars} to {checks.max_chars} characters long",
+            f"{checks.min_chars} to {checks.max_chars} characters",
+            "length",
+            column=col,
+            min_value=checks.min_chars,
+            max_value=checks.max_chars,
+            row_condition=Column(col) != "",
+        )
+    add(
+        gxe.ExpectColumnMeanToBeBetween,
+        f"at most {checks.max_duplicate_rate:.1%} of rows repeat an earlier row "
+        f"({'normalised ' + ('text' if task == 'classification' else 'prompt')})",
+        f"at most {checks.max_duplicate_rate:.1%} of rows",
+        "duplicates",
+        column=REPEATS,
+        min_value=0,
+        max_value=checks.max_duplicate_rate,
+    )
+    add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "no example appears in more than one split (leakage)",
+        "allowed: none; each example in exactly one split",
+        "leakage",
+        column=LEAKED,
+        value_set=[False],
+    )
+    if SAME_PAIR in present:
+        add(
+            gxe.ExpectColumnValuesToBeInSet,
+            "chosen and rejected responses differ",
+            "allowed: none equal after normalisation (case, spaces)",
+            "same_pair",
+            column=SAME_PAIR,
+            value_set=[False],
+        )
+    max_length, share = cfg.model.max_length, checks.max_too_long_share
+    add(
+        gxe.ExpectColumnMeanToBeBetween,
+        f"at most {share:.1%} of examples are longer than {max_length} tokens "
+        f"(all text columns together, counted as {counter.label})",
+        f"at most {share:.1%} of examples over model.max_length={max_length} tokens, "
+        f"counted as {counter.label}",
+        "too_long",
+        column=TOO_LONG,
+        min_value=0,
+        max_value=share,
+        meta={"token_counter": counter.label, "max_length": max_length},
+    )
+    return gx.ExpectationSuite(
+        name=f"{cfg.data.name}-examples",
+        expectations=expectations,
+        meta={
+            "notes": f"tunelab validation gate for the {task} dataset '{cfg.data.name}': "
+            "one row per example, all splits stacked, with derived columns."
+        },
+    )
+
+
+def _classes_suite(cfg: RunConfig, splits: dict[str, pd.DataFrame]):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    checks = cfg.data.checks
+
+    expectations: list = []
+    add = _adder(expectations)
+
+    # One row per label: a single class cannot train a classifier.
+    add(
+        gxe.ExpectTableRowCountToBeBetween,
+        "the dataset has at least two labels",
+        "at least 2 distinct labels",
+        "label_count",
+        min_value=2,
+    )
+    for split_name, frame in splits.items():
+        if len(frame):
+            add(
+                gxe.ExpectColumnValuesToBeBetween,
+                f"every label has rows in the {split_name} split",
+                "at least 1 row of each label in every non-empty split",
+                "class_in_split",
+                column=f"rows_in_{split_name}",
+                min_value=1,
+                meta={"split": split_name},
+            )
+    add(
+        gxe.ExpectColumnValuesToBeBetween,
+        f"every label has at least {checks.min_rows_per_class} rows overall",
+        f"at least {checks.min_rows_per_class} rows per label",
+        "class_min",
+        column=CLASS_ROWS,
+        min_value=checks.min_rows_per_class,
+    )
+    add(
+        gxe.ExpectColumnMaxToBeBetween,
+        f"the largest class is at most {checks.max_imbalance_ratio:g} times the smallest",
+        f"largest/smallest class at most {checks.max_imbalance_ratio:g}",
+        "imbalance",
+        column=TIMES_SMALLEST,
+        max_value=checks.max_imbalance_ratio,
+    )
+    return gx.ExpectationSuite(
+        name=f"{cfg.data.name}-classes",
+        expectations=expectations,
+        meta={
+            "notes": f"tunelab validation gate for '{cfg.data.name}': one row per label "
+            "with its row counts overall and per split."
+        },
+    )
+
+
+def _adder(expectations: list):
+    """add(Expectation, check, threshold, kind, **kwargs): plain-words description and meta."""
+
+    def add(expectation_cls, check: str, threshold: str, kind: str, **kwargs) -> None:
+        meta = {"check": kind, "threshold": threshold, **kwargs.pop("meta", {})}
+        expectations.append(expectation_cls(description=check, meta=meta, **kwargs))
+
+    return add
+
+
+# --- GX context and runs ------------------------------------------------------------
+
+
+def _context(workspace: Workspace):
+    """The file context at workspace.gx_dir (context_root_dir: no extra gx/ level)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    fresh = not (workspace.gx_dir / "great_expectations.yml").is_file()
+    ctx = gx.get_context(mode="file", context_root_dir=str(workspace.gx_dir))
+    if fresh:
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        ctx.variables.save()
+    return ctx
+
+
+def _run_id(dataset: str):
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=f"{dataset}-gate", run_time=datetime.now(UTC))
+
+
+def _run_checkpoint(ctx, name: str, frame: pd.DataFrame, suite, index_columns, run_id):
+    """Validate one in-memory frame through its checkpoint; returns (result id, result)."""
+    import great_expectations as gx
+
+    try:
+        source = ctx.data_sources.get(DATASOURCE)
+    except KeyError:
+        source = ctx.data_sources.add_pandas(DATASOURCE)
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch = asset.get_batch_definition("all-rows")
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe("all-rows")
+    suite = ctx.suites.add_or_update(suite)
+    definition = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update-data-docs")],
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": 20,
+                "unexpected_index_column_names": list(index_columns),
+            },
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+    ((key, result),) = outcome.run_results.items()
+    return key, result
+
+
+def _docs_page(ctx, key) -> str | None:
+    for site in ctx.get_docs_sites_urls(resource_identifier=key) or []:
+        url = site.get("site_url") or ""
+        if url.startswith("file://"):
+            return str(Path(unquote(urlparse(url).path)))
+    return None
+
+
+def _docs_index(workspace: Workspace) -> str:
+    return str(workspace.gx_dir / "uncommitted" / "data_docs" / "local_site" / "index.html")
+
+
+def _statistics(results) -> dict:
+    totals = {"evaluated": 0, "successful": 0, "unsuccessful": 0}
+    for result in results:
+        stats = result["statistics"]
+        totals["evaluated"] += int(stats["evaluated_expectations"])
+        totals["successful"] += int(stats["successful_expectations"])
+        totals["unsuccessful"] += int(stats["unsuccessful_expectations"])
+    evaluated = totals["evaluated"]
+    totals["success_percent"] = 100.0 * totals["successful"] / evaluated if evaluated else 100.0
+    return totals
+
+
+# --- failures in plain words --------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What the failure texts may quote: the validated frames and the counter."""
+
+    task: str
+    examples: pd.DataFrame
+    classes: pd.DataFrame | None
+    counter: TokenCounter
+    max_length: int
+
+
+def _failures(run: dict, seen: _Seen) -> list[Failure]:
+    out = []
+    for item in run["results"]:
+        if item["success"]:
+            continue
+        config = item["expectation_config"]
+        meta = config.get("meta") or {}
+        check = config.get("description") or config["type"]
+        threshold = meta.get("threshold", "")
+        exception = item.get("exception_info") or {}
+        if exception.get("raised_exception"):
+            observed = f"the check could not run: {exception.get('exception_message')}"
+            out.append(Failure(check, observed, threshold, meta.get("split")))
+            continue
+        result = item["result"]
+        if "observed_value" in result and result["observed_value"] is None:
+            # Aggregates (means, maxima) over no rows: nothing to measure.
+            out.append(Failure(check, "nothing to measure: no rows", threshold, meta.get("split")))
+            continue
+        describe = _OBSERVED.get(meta.get("check"), _observed_generic)
+        observed, split = describe(result, config.get("kwargs") or {}, seen)
+        out.append(Failure(check, observed, threshold, meta.get("split") or split))
+    return out
+
+
+def _rows(records: list[dict], limit: int = SHOWN) -> str:
+    """'train rows 4, 9; test row 2' for the first few rows."""
+    grouped: dict[str, list[str]] = {}
+    for entry in records[:limit]:
+        grouped.setdefault(str(entry.get(SPLIT)), []).append(str(entry.get(SOURCE_ROW)))
+    return "; ".join(
+        f"{s} row{'s' if len(r) > 1 else ''} {', '.join(r)}" for s, r in grouped.items()
+    )
+
+
+def _more(total: int, shown: int) -> str:
+    return f" and {total - shown} more" if total > shown else ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _quote(text: object, width: int = 40) -> str:
+    value = str(text)
+    return repr(value if len(value) <= width else value[: width - 3] + "...")
+
+
+def _unexpected(result: dict) -> tuple[list[dict], int]:
+    return result.get("partial_unexpected_index_list") or [], int(
+        result.get("unexpected_count") or 0
+    )
+
+
+def _only_split(result: dict) -> str | None:
+    """The split of every unexpected row, when all are listed and they share one."""
+    index_list, count = _unexpected(result)
+    names = {e.get(SPLIT) for e in index_list}
+    if len(names) == 1 and None not in names and len(index_list) >= count:
+        return str(names.pop())
+    return None
+
+
+def _observed_generic(result, kwargs, seen):
+    if "unexpected_count" in result:
+        index_list, count = _unexpected(result)
+        rows = _rows(index_list)
+        named = f": {rows}{_more(count, min(len(index_list), SHOWN))}" if rows else ""
+        return f"{_plural(count, 'row')} failed{named}", _only_split(result)
+    return f"observed {result.get('observed_value')!r}", None
+
+
+def _observed_rows(result, kwargs, seen):
+    return f"{result.get('observed_value')} rows in all splits", None
+
+
+def _observed_column(result, kwargs, seen):
+    found = [c for c in seen.examples.columns if c in columns_for(seen.task, seen.examples)]
+    return f"column '{kwargs.get('column')}' is missing; canonical columns found: {found}", None
+
+
+def _observed_map(what: str):
+    def describe(result, kwargs, seen):
+        index_list, count = _unexpected(result)
+        shown = min(len(index_list), SHOWN)
+        return (
+            f"{_plural(count, 'row')} {what.format(col=kwargs.get('column'))}: "
+            f"{_rows(index_list)}{_more(count, shown)}",
+            _only_split(result),
+        )
+
+    return describe
+
+
+def _observed_label_set(result, kwargs, seen):
+    index_list, count = _unexpected(result)
+    by_value: dict[str, list[dict]] = {}
+    for entry in index_list:
+        by_value.setdefault(str(entry.get("label")), []).append(entry)
+    parts = [
+        f"{_quote(v)} ({_rows(entries)}{_more(len(entries), min(len(entries), SHOWN))})"
+        for v, entries in by_value.items()
+    ]
+    tail = f"; {count - len(index_list)} more rows" if count > len(index_list) else ""
+    return (
+        f"{_plural(count, 'row')} with labels outside the set: {', '.join(parts)}{tail}",
+        _only_split(result),
+    )
+
+
+def _observed_length(result, kwargs, seen):
+    column = kwargs.get("column")
+    index_list, count = _unexpected(result)
+    named = [
+        f"{e.get(SPLIT)} row {e.get(SOURCE_ROW)} ({len(str(e.get(column, '')))} characters)"
+        for e in index_list[:SHOWN]
+    ]
+    return (
+        f"{_plural(count, 'row')} with a {column} outside the limits: "
+        f"{', '.join(named)}{_more(count, len(named))}",
+        _only_split(result),
+    )
+
+
+def _groups(seen: _Seen, mask: pd.Series) -> list[pd.DataFrame]:
+    """Rows selected by mask, grouped by their normalised key, in order of appearance."""
+    keys = _keys(seen.examples, seen.task)
+    chosen = seen.examples[mask]
+    return [group for _, group in chosen.groupby(keys[chosen.index], sort=False)]
+
+
+def _named_group(group: pd.DataFrame) -> str:
+    return _rows(group[[SPLIT, SOURCE_ROW]].to_dict("records"), limit=4) + _more(len(group), 4)
+
+
+def _observed_duplicates(result, kwargs, seen):
+    examples, column = seen.examples, key_column(seen.task)
+    share = float(result.get("observed_value") or 0.0)
+    keys = _keys(examples, seen.task)
+    repeated_keys = set(keys[examples[REPEATS] == 1])
+    groups = _groups(seen, keys.isin(repeated_keys))
+    named = [f"{_quote(g.iloc[0][column])} x{len(g)} ({_named_group(g)})" for g in groups[:SHOWN]]
+    return (
+        f"{share:.1%} of rows ({int(examples[REPEATS].sum())} of {len(examples)}) repeat "
+        f"an earlier row: {'; '.join(named)}{_more(len(groups), len(named))}",
+        None,
+    )
+
+
+def _observed_leakage(result, kwargs, seen):
+    column = key_column(seen.task)
+    groups = _groups(seen, seen.examples[LEAKED])
+    named = [
+        f"{_quote(g.iloc[0][column])} in {' and '.join(dict.fromkeys(g[SPLIT]))} "
+        f"({_named_group(g)})"
+        for g in groups[:SHOWN]
+    ]
+    rows = int(seen.examples[LEAKED].sum())
+    return (
+        f"{_plural(len(groups), 'example')} leak across splits "
+        f"({_plural(rows, 'row')}): {'; '.join(named)}{_more(len(groups), len(named))}",
+        None,
+    )
+
+
+def _observed_too_long(result, kwargs, seen):
+    examples = seen.examples
+    share = float(result.get("observed_value") or 0.0)
+    over = examples[examples[TOO_LONG] == 1].sort_values(TOKENS, ascending=False, kind="stable")
+    longest = [
+        f"{r[SPLIT]} row {r[SOURCE_ROW]} ({r[TOKENS]} tokens)"
+        for r in over.head(SHOWN).to_dict("records")
+    ]
+    return (
+        f"{share:.1%} of examples ({len(over)} of {len(examples)}) are longer than "
+        f"{seen.max_length} tokens, counted as {seen.counter.label}; longest: "
+        f"{', '.join(longest)}{_more(len(over), len(longest))}",
+        None,
+    )
+
+
+def _observed_label_count(result, kwargs, seen):
+    labels = ", ".join(_quote(label) for label in seen.classes["label"])
+    return (
+        f"{_plural(int(result.get('observed_value') or 0), 'label')} found ({labels}); "
+        "a classifier needs at least two",
+        None,
+    )
+
+
+def _observed_class_in_split(result, kwargs, seen):
+    split_name = str(kwargs.get("column", "")).removeprefix("rows_in_")
+    missing = [_quote(e.get("label")) for e in result.get("partial_unexpected_index_list") or []]
+    size = int((seen.examples[SPLIT] == split_name).sum())
+    return (
+        f"no {split_name} rows for label(s) {', '.join(missing)} "
+        f"(the {split_name} split has {_plural(size, 'row')})",
+        split_name,
+    )
+
+
+def _observed_class_min(result, kwargs, seen):
+    classes = seen.classes
+    small = classes[classes[CLASS_ROWS] < kwargs.get("min_value", 0)]
+    return "; ".join(
+        f"label {_quote(r['label'])} has {_plural(int(r[CLASS_ROWS]), 'row')}"
+        for r in small.to_dict("records")
+    ), None
+
+
+def _observed_imbalance(result, kwargs, seen):
+    nonempty = seen.classes[seen.classes[CLASS_ROWS] > 0]
+    big = nonempty.loc[nonempty[CLASS_ROWS].idxmax()]
+    small = nonempty.loc[nonempty[CLASS_ROWS].idxmin()]
+    ratio = float(result.get("observed_value") or math.nan)
+    return (
+        f"largest/smallest = {ratio:.2f}: label {_quote(big['label'])} has "
+        f"{int(big[CLASS_ROWS])} rows, label {_quote(small['label'])} has "
+        f"{int(small[CLASS_ROWS])}",
+        None,
+    )
+
+
+_OBSERVED: dict[str, Any] = {
+    "rows": _observed_rows,
+    "column": _observed_column,
+    "null": _observed_map("with no {col} (null)"),
+    "blank": _observed_map("with an empty or blank {col}"),
+    "label_set": _observed_label_set,
+    "length": _observed_length,
+    "duplicates": _observed_duplicates,
+    "leakage": _observed_leakage,
+    "same_pair": _observed_map("where chosen equals rejected"),
+    "too_long": _observed_too_long,
+    "label_count": _observed_label_count,
+    "class_in_split": _observed_class_in_split,
+    "class_min": _observed_class_min,
+    "imbalance": _observed_imbalance,
+}

@@ -1,0 +1,590 @@
+"""The dataset-characteristics report for one dataset version: Markdown plus PNG plots.
+
+Everything lands in ``workspace.reports_dir/data/<dataset>/<version>``: ``report.md``,
+the plots it links by relative path, and nothing else. The same numbers come back as a
+JSON-serialisable ``summary`` so callers can log them without parsing Markdown.
+
+Each section is built by one function from the stacked splits (one row per example with
+a ``split`` column) and returns its Markdown, its part of the summary and its plots.
+Plots use matplotlib's object API (``Figure``, rendered by Agg), so no pyplot state or
+GUI backend is involved.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+import pandas as pd
+
+from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, text_columns
+from tunelab.data.tokens import TokenCounter, whitespace_counter
+from tunelab.workspace import Workspace
+
+SPLIT = "split"
+SPLIT_ORDER = ("train", "validation", "test")
+TOP_NGRAMS = 8
+EXAMPLES_PER_CLASS = 3
+EXAMPLE_ROWS = 5
+CELL_CHARS = 200
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class DataReport:
+    dataset: str
+    version: str
+    directory: Path
+    markdown_path: Path
+    markdown: str
+    plots: list[Path]
+    summary: dict
+
+
+@dataclass
+class _Section:
+    markdown: str
+    summary: dict = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+
+
+def write_report(
+    dataset: str,
+    task: str,
+    version: str,
+    splits: dict[str, pd.DataFrame],
+    workspace: Workspace,
+    token_counter: TokenCounter | None = None,
+    validation_summary: str | None = None,
+    docs_path: str | None = None,
+    seed: int = 0,
+) -> DataReport:
+    """Describe one dataset version in ``report.md`` with plots; return it and its numbers."""
+    counter = token_counter or whitespace_counter()
+    directory = workspace.reports_dir / "data" / dataset / version
+    directory.mkdir(parents=True, exist_ok=True)
+    names = _split_names(splits)
+    stacked = _stack(splits, names, task)
+    texts = text_columns(task, stacked)
+    lengths = {col: _lengths(stacked[col], counter) for col in texts}
+
+    sections = [_rows_section(stacked, names)]
+    if task == "classification":
+        sections.append(_labels_section(stacked, names, directory))
+    sections.append(_lengths_section(stacked, lengths, names, counter, directory))
+    if task == "preference":
+        sections.append(_preference_section(lengths, directory))
+    sections.append(_vocabulary_section(stacked, texts))
+    sections.append(_duplicates_section(stacked, task, names))
+    if task == "classification":
+        sections.append(_ngrams_section(stacked))
+    sections.append(_examples_section(stacked, task, seed))
+
+    summary = {"dataset": dataset, "version": version, "task": task, "token_counter": counter.label}
+    for section in sections:
+        summary.update(section.summary)
+    header = _header(
+        dataset, version, task, summary["rows"], counter, validation_summary, docs_path, directory
+    )
+    markdown = "\n\n".join([header, *(s.markdown for s in sections)]) + "\n"
+    markdown_path = directory / "report.md"
+    markdown_path.write_text(markdown, encoding="utf-8")
+    plots = [path for section in sections for path in section.plots]
+    return DataReport(dataset, version, directory, markdown_path, markdown, plots, summary)
+
+
+# --- frames -------------------------------------------------------------------------
+
+
+def _split_names(splits: dict[str, pd.DataFrame]) -> list[str]:
+    """train, validation, test first, then any other split in the order given."""
+    return [n for n in SPLIT_ORDER if n in splits] + [n for n in splits if n not in SPLIT_ORDER]
+
+
+def _stack(splits: dict[str, pd.DataFrame], names: list[str], task: str) -> pd.DataFrame:
+    """All splits in one frame with a ``split`` column; SOURCE_ROW and extras dropped."""
+    parts = []
+    for name in names:
+        frame = splits[name].drop(columns=[SOURCE_ROW], errors="ignore")
+        part = frame.reindex(columns=columns_for(task, frame))
+        part.insert(0, SPLIT, name)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _lengths(values: pd.Series, counter: TokenCounter) -> pd.DataFrame:
+    """Characters and tokens per row; NaN where the cell is not text."""
+    is_text = values.map(lambda v: isinstance(v, str))
+    texts = values[is_text]
+    return pd.DataFrame(
+        {"characters": texts.str.len(), "tokens": texts.map(counter.count)},
+        index=values.index,
+        dtype="float64",
+    )
+
+
+# --- sections -----------------------------------------------------------------------
+
+
+def _header(dataset, version, task, rows, counter, validation_summary, docs_path, directory):
+    """Title, task, row totals, token counter, validation result and Data Docs link."""
+    per_split = ", ".join(f"{name} {n:,}" for name, n in rows.items() if name != "total")
+    lines = [
+        f"# Dataset report: {dataset} @ {version}",
+        "",
+        f"- **Task:** {task}",
+        f"- **Rows:** {rows['total']:,} ({per_split})",
+        f"- **Token counts:** {counter.label}",
+    ]
+    if validation_summary:
+        lines.append(f"- **Validation:** {_inline(validation_summary)}")
+    if docs_path:
+        lines.append(f"- **Data Docs:** [{_inline(docs_path)}]({_link(docs_path, directory)})")
+    return "\n".join(lines)
+
+
+def _rows_section(stacked: pd.DataFrame, names: list[str]) -> _Section:
+    """Rows and share of rows per split."""
+    counts = stacked[SPLIT].value_counts().reindex(names, fill_value=0)
+    total = int(counts.sum())
+    body = [[name, f"{int(n):,}", _percent(n, total)] for name, n in counts.items()]
+    body.append(["**total**", f"{total:,}", _percent(total, total)])
+    rows = {name: int(n) for name, n in counts.items()} | {"total": total}
+    markdown = "## Rows per split\n\n" + _table(["split", "rows", "share"], body)
+    return _Section(markdown, {"rows": rows})
+
+
+def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) -> _Section:
+    """Label counts and shares per split, as a table and a grouped bar chart."""
+    counts = _label_counts(stacked, names)
+    totals = counts.sum()
+    headers = ["label", *names, "all"]
+    body = [
+        [_cell(label), *(f"{int(row[n]):,} ({_percent(row[n], totals[n])})" for n in headers[1:])]
+        for label, row in counts.iterrows()
+    ]
+    plot = _plot_labels(counts[names], directory / "labels.png")
+    labels = {name: {str(k): int(v) for k, v in counts[name].items()} for name in headers[1:]}
+    markdown = (
+        "## Label balance\n\n"
+        f"{len(counts)} labels; each cell is rows (share of the split).\n\n"
+        + _table(headers, body)
+        + f"\n\n![Label share per split]({plot.name})"
+    )
+    return _Section(markdown, {"labels": labels}, [plot])
+
+
+def _label_counts(stacked: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Rows per label (index) and split (columns) plus an ``all`` column; nulls shown."""
+    labels = stacked["label"].map(lambda v: "<null>" if pd.isna(v) else str(v))
+    counts = pd.crosstab(labels, stacked[SPLIT]).reindex(columns=names, fill_value=0)
+    counts["all"] = counts.sum(axis=1)
+    return counts.sort_index()
+
+
+def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
+    """Min/median/p95/max length per text column and non-empty split; a histogram each."""
+    headers = [
+        "column",
+        "split",
+        "chars min",
+        "median",
+        "p95",
+        "max",
+        "tokens min",
+        "median",
+        "p95",
+        "max",
+    ]
+    body, summary, plots = [], {}, []
+    for column, frame in lengths.items():
+        summary[column] = {}
+        for scope in [*names, "all"]:
+            rows = frame if scope == "all" else frame[stacked[SPLIT] == scope]
+            stats = {unit: _stats(rows[unit]) for unit in ("characters", "tokens")}
+            summary[column][scope] = stats
+            if rows.empty:
+                continue
+            body.append(
+                [column, scope, *_stat_cells(stats["characters"]), *_stat_cells(stats["tokens"])]
+            )
+        plots.append(
+            _plot_lengths(
+                column,
+                frame,
+                stacked[SPLIT],
+                names,
+                counter,
+                directory / f"lengths-{_slug(column)}.png",
+            )
+        )
+    images = "\n\n".join(
+        f"![Lengths of {p.stem.removeprefix('lengths-')}]({p.name})" for p in plots
+    )
+    markdown = (
+        "## Lengths\n\n"
+        f"Characters, and tokens counted as {counter.label}.\n\n"
+        + _table(headers, body)
+        + "\n\n"
+        + images
+    )
+    return _Section(markdown, {"lengths": summary}, plots)
+
+
+def _preference_section(lengths: dict[str, pd.DataFrame], directory: Path) -> _Section:
+    """How chosen responses compare in length with rejected ones, row by row."""
+    chosen, rejected = lengths["chosen"], lengths["rejected"]
+    both = chosen["tokens"].notna() & rejected["tokens"].notna()
+    diff = chosen.loc[both, "tokens"] - rejected.loc[both, "tokens"]
+    pairs = int(both.sum())
+    comparison = {
+        "pairs": pairs,
+        "chosen_longer": int((diff > 0).sum()),
+        "rejected_longer": int((diff < 0).sum()),
+        "same_length": int((diff == 0).sum()),
+        "median_token_difference": _number(diff.median()) if pairs else None,
+        "median_chars": {
+            "chosen": _number(chosen["characters"].median()),
+            "rejected": _number(rejected["characters"].median()),
+        },
+        "median_tokens": {
+            "chosen": _number(chosen["tokens"].median()),
+            "rejected": _number(rejected["tokens"].median()),
+        },
+    }
+    body = [
+        [
+            "chosen longer",
+            f"{comparison['chosen_longer']:,}",
+            _percent(comparison["chosen_longer"], pairs),
+        ],
+        [
+            "rejected longer",
+            f"{comparison['rejected_longer']:,}",
+            _percent(comparison["rejected_longer"], pairs),
+        ],
+        [
+            "same length",
+            f"{comparison['same_length']:,}",
+            _percent(comparison["same_length"], pairs),
+        ],
+    ]
+    plot = _plot_pairs(
+        chosen["tokens"][both], rejected["tokens"][both], directory / "chosen-vs-rejected.png"
+    )
+    markdown = (
+        "## Chosen vs rejected length\n\n"
+        f"Median length: chosen {_fmt(comparison['median_tokens']['chosen'])} tokens / "
+        f"{_fmt(comparison['median_chars']['chosen'])} chars, rejected "
+        f"{_fmt(comparison['median_tokens']['rejected'])} tokens / "
+        f"{_fmt(comparison['median_chars']['rejected'])} chars. A strong lean one way means "
+        "a preference model can score well by length alone.\n\n"
+        + _table(["pairs (by tokens)", "rows", "share"], body)
+        + f"\n\n![Chosen vs rejected tokens]({plot.name})"
+    )
+    return _Section(markdown, {"chosen_vs_rejected": comparison}, [plot])
+
+
+def _vocabulary_section(stacked: pd.DataFrame, texts: list[str]) -> _Section:
+    """Distinct lower-cased word tokens in the train split and in all splits."""
+    vocab = {"all": len(_vocabulary(stacked, texts))}
+    if (stacked[SPLIT] == "train").any():
+        vocab = {"train": len(_vocabulary(stacked[stacked[SPLIT] == "train"], texts))} | vocab
+    body = [[scope, f"{n:,}"] for scope, n in vocab.items()]
+    markdown = (
+        "## Vocabulary\n\n"
+        f"Distinct lower-cased words (runs of letters/digits) across {', '.join(texts)}.\n\n"
+        + _table(["splits", "distinct words"], body)
+    )
+    return _Section(markdown, {"vocabulary": vocab})
+
+
+def _vocabulary(frame: pd.DataFrame, texts: list[str]) -> set[str]:
+    words: set[str] = set()
+    for column in texts:
+        for value in frame[column]:
+            if isinstance(value, str):
+                words.update(_WORD.findall(value.lower()))
+    return words
+
+
+def _duplicates_section(stacked: pd.DataFrame, task: str, names: list[str]) -> _Section:
+    """Rows repeating an earlier row's normalised key, overall, per split and across splits."""
+    keys = example_keys(stacked, task)
+    known = keys != ""
+    repeats = keys.duplicated(keep="first") & known
+    within = pd.DataFrame({SPLIT: stacked[SPLIT], "key": keys}).duplicated(keep="first") & known
+    across = (stacked[SPLIT].groupby(keys).transform("nunique") > 1) & known
+    total = len(stacked)
+    duplicates = {
+        "rows": int(repeats.sum()),
+        "share": _ratio(repeats.sum(), total),
+        "within_split": {n: int(within[stacked[SPLIT] == n].sum()) for n in names},
+        "in_more_than_one_split": int(across.sum()),
+    }
+    body = [["all splits together", f"{duplicates['rows']:,}", _percent(repeats.sum(), total)]]
+    for name in names:
+        size = int((stacked[SPLIT] == name).sum())
+        count = duplicates["within_split"][name]
+        body.append([f"within {name}", f"{count:,}", _percent(count, size)])
+    body.append(
+        ["key in more than one split", f"{int(across.sum()):,}", _percent(across.sum(), total)]
+    )
+    markdown = (
+        "## Duplicates\n\n"
+        f"A row is a duplicate when its {_key_words(task)}, case-folded and with whitespace "
+        "collapsed, repeats an earlier row's; the first copy is not counted.\n\n"
+        + _table(["scope", "duplicate rows", "share"], body)
+    )
+    return _Section(markdown, {"duplicates": duplicates})
+
+
+def _key_words(task: str) -> str:
+    return "text (plus text_pair, if any)" if task == "classification" else "prompt"
+
+
+def _ngrams_section(stacked: pd.DataFrame) -> _Section:
+    """The n-grams most over-represented in each class, by one-vs-rest chi-squared."""
+    labeled = stacked[stacked["label"].notna()]
+    docs = _documents(labeled)
+    ngrams = _distinctive_ngrams(docs, labeled["label"].astype(str))
+    title = "## Distinctive n-grams per class\n\n"
+    if not ngrams:
+        return _Section(title + "_Needs at least two classes with text._", {"ngrams": {}})
+    body = [
+        [_cell(label), ", ".join(f"{_cell(g)} ({score:.1f})" for g, score in top) or "–"]
+        for label, top in ngrams.items()
+    ]
+    summary = {label: [[g, round(s, 3)] for g, s in top] for label, top in ngrams.items()}
+    markdown = (
+        title + f"Unigrams and bigrams in all splits, top {TOP_NGRAMS} per class by chi-squared "
+        "(class vs the rest, counting documents), keeping only those more frequent in the "
+        "class than elsewhere. Score in brackets.\n\n" + _table(["label", "n-grams"], body)
+    )
+    return _Section(markdown, {"ngrams": summary})
+
+
+def _documents(frame: pd.DataFrame) -> list[str]:
+    """One document per row: text, plus text_pair for sentence-pair datasets."""
+    columns = [c for c in ("text", "text_pair") if c in frame.columns]
+    return [
+        " ".join(v for v in row if isinstance(v, str))
+        for row in frame[columns].itertuples(index=False)
+    ]
+
+
+def _distinctive_ngrams(
+    docs: list[str], labels: pd.Series, top: int = TOP_NGRAMS
+) -> dict[str, list[tuple[str, float]]]:
+    """Per class, the top n-grams by chi-squared among those over-represented in the class."""
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.feature_selection import chi2
+
+    classes = sorted(labels.unique())
+    if len(classes) < 2:
+        return {}
+    vectorizer = CountVectorizer(ngram_range=(1, 2), binary=True, lowercase=True)
+    try:
+        matrix = vectorizer.fit_transform(docs)
+    except ValueError:  # no word of two characters or more anywhere
+        return {}
+    vocab = vectorizer.get_feature_names_out()
+    totals = np.asarray(matrix.sum(axis=0)).ravel()
+    out = {}
+    for label in classes:
+        in_class = (labels == label).to_numpy()
+        scores, _ = chi2(matrix, in_class)
+        observed = np.asarray(matrix[in_class].sum(axis=0)).ravel()
+        # chi2 is symmetric: keep n-grams seen in the class more often than chance predicts.
+        candidates = np.flatnonzero((observed > totals * in_class.mean()) & (scores > 0))
+        ranked = candidates[np.lexsort((vocab[candidates], -scores[candidates]))][:top]
+        out[label] = [(str(vocab[i]), float(scores[i])) for i in ranked]
+    return out
+
+
+def _examples_section(stacked: pd.DataFrame, task: str, seed: int) -> _Section:
+    """A seeded sample: a few examples per class, or a few rows for other tasks."""
+    if task == "classification":
+        columns = [SPLIT, "label", *text_columns(task, stacked)]
+        picked = _sample_per_class(stacked, seed)
+        intro = f"Up to {EXAMPLES_PER_CLASS} per class"
+    else:
+        columns = [SPLIT, *columns_for(task, stacked)]
+        picked = _sample(stacked, EXAMPLE_ROWS, seed)
+        intro = f"{len(picked)} rows"
+    body = [[_cell(row[c]) for c in columns] for _, row in picked.iterrows()]
+    markdown = (
+        "## Examples\n\n"
+        f"{intro}, drawn with seed {seed}; texts cut at {CELL_CHARS} characters.\n\n"
+        + _table(columns, body)
+    )
+    return _Section(markdown, {"examples_shown": len(picked)})
+
+
+def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return frame.sample(n=min(n, len(frame)), random_state=seed).sort_index()
+
+
+def _sample_per_class(stacked: pd.DataFrame, seed: int) -> pd.DataFrame:
+    labels = stacked["label"].map(lambda v: "<null>" if pd.isna(v) else str(v))
+    parts = [_sample(group, EXAMPLES_PER_CLASS, seed) for _, group in stacked.groupby(labels)]
+    return pd.concat(parts) if parts else stacked.iloc[0:0]
+
+
+# --- plots --------------------------------------------------------------------------
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, format="png")
+    return path
+
+
+def _plot_labels(counts: pd.DataFrame, path: Path) -> Path:
+    """Grouped bars: each label's share of each split's rows."""
+    import numpy as np
+
+    shares = counts / counts.sum().replace(0, 1) * 100
+    fig = _figure(min(16.0, max(6.0, 0.5 * len(shares) * len(shares.columns))), 4.5)
+    ax = fig.subplots()
+    x = np.arange(len(shares))
+    width = 0.8 / max(1, len(shares.columns))
+    for i, split in enumerate(shares.columns):
+        ax.bar(
+            x + (i - (len(shares.columns) - 1) / 2) * width,
+            shares[split],
+            width,
+            label=f"{split} (n={int(counts[split].sum()):,})",
+        )
+    crowded = len(shares) > 6
+    ax.set_xticks(
+        x,
+        [_short(str(label), 20) for label in shares.index],
+        rotation=30 if crowded else 0,
+        ha="right" if crowded else "center",
+    )
+    ax.set_ylabel("% of split's rows")
+    ax.set_title("Label balance per split")
+    # Headroom so the one-row legend sits above the bars, not on them.
+    ax.set_ylim(0, max(float(shares.to_numpy().max(initial=0)), 1.0) * 1.25)
+    ax.legend(loc="upper center", ncols=len(shares.columns), frameon=False)
+    return _save(fig, path)
+
+
+def _plot_lengths(column, frame, splits, names, counter, path: Path) -> Path:
+    """Side-by-side histograms of characters and tokens, stacked by split."""
+    fig = _figure(10.0, 3.8)
+    axes = fig.subplots(1, 2)
+    for ax, unit in zip(axes, ("characters", "tokens"), strict=True):
+        groups = [frame.loc[splits == n, unit].dropna() for n in names]
+        kept = [(n, g) for n, g in zip(names, groups, strict=True) if len(g)]
+        if kept:
+            ax.hist([g for _, g in kept], bins=30, stacked=True, label=[n for n, _ in kept])
+            ax.legend()
+        ax.set_xlabel(unit if unit == "characters" else _short(counter.label, 48))
+        ax.set_ylabel("rows")
+    fig.suptitle(f"Length of '{column}'")
+    return _save(fig, path)
+
+
+def _plot_pairs(chosen: pd.Series, rejected: pd.Series, path: Path) -> Path:
+    """Scatter of chosen vs rejected token length with the equal-length diagonal."""
+    fig = _figure(5.0, 5.0)
+    ax = fig.subplots()
+    ax.scatter(rejected, chosen, s=12, alpha=0.5)
+    top = max([chosen.max(), rejected.max(), 1.0]) if len(chosen) else 1.0
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", label="same length")
+    ax.set_xlabel("rejected (tokens)")
+    ax.set_ylabel("chosen (tokens)")
+    ax.set_title("Chosen vs rejected length per pair")
+    ax.legend()
+    return _save(fig, path)
+
+
+# --- formatting ---------------------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown pipe table; cells must already be escaped."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: object, width: int = CELL_CHARS) -> str:
+    """Text safe inside a table cell: cut to ``width``, HTML and pipes escaped, newlines <br>."""
+    if not isinstance(value, str):
+        return "–" if value is None or pd.isna(value) else _cell(str(value), width)
+    text = html.escape(_short(value, width), quote=False).replace("|", "\\|")
+    return re.sub(r"\r\n|\r|\n", "<br>", text)
+
+
+def _inline(value: str) -> str:
+    """Text safe on one Markdown line outside tables."""
+    return html.escape(" ".join(value.split()), quote=False)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _link(target: str, directory: Path) -> str:
+    """URLs as given; local paths relative to the report so the link survives a move."""
+    parsed = urlparse(target)
+    if parsed.scheme in ("http", "https"):
+        return target
+    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(target)
+    if path.is_absolute():
+        path = Path(os.path.relpath(path, directory))
+    return quote(path.as_posix())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "column"
+
+
+def _stats(values: pd.Series) -> dict:
+    """min, median, p95 and max of the non-null values; None when there are none."""
+    values = values.dropna()
+    if values.empty:
+        return {"min": None, "median": None, "p95": None, "max": None}
+    return {
+        "min": _number(values.min()),
+        "median": _number(values.median()),
+        "p95": _number(values.quantile(0.95)),
+        "max": _number(values.max()),
+    }
+
+
+def _stat_cells(stats: dict) -> list[str]:
+    return [_fmt(stats[k]) for k in ("min", "median", "p95", "max")]
+
+
+def _number(value) -> int | float | None:
+    """A plain int when whole, else a float rounded to one decimal; None for NaN."""
+    if value is None or pd.isna(value):
+        return None
+    value = round(float(value), 1)
+    return int(value) if value.is_integer() else value
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def _ratio(part, whole) -> float:
+    return round(float(part) / whole, 4) if whole else 0.0
+
+
+def _percent(part, whole) -> str:
+    return f"{float(part) / whole:.1%}" if whole else "–"
