@@ -105,13 +105,116 @@ class ModelConfig(Section):
     )
 
 
+class PromptingConfig(Section):
+    """Zero/few-shot prompting of an instruct LM: a pattern around the input, a verbalizer."""
+
+    shots: int = Field(
+        0, ge=0, description="Demonstrations (k) drawn deterministically from train; 0 = zero-shot."
+    )
+    pattern: str = Field(
+        "Classify the sentiment of this review as {choices}.\nReview: {text}\nSentiment:",
+        description="Template around one input; fields {text}, {text_pair}, {prompt}, {choices}.",
+    )
+    verbalizer: dict[str, str] | None = Field(
+        None, description="Label -> words the model says for it; None = the label itself."
+    )
+    mode: Literal["score", "generate"] = Field(
+        "score",
+        description="score: pick the label whose verbalization is most likely (always valid); "
+        "generate: free generation (generation tasks).",
+    )
+    use_chat_template: bool = Field(
+        True, description="Wrap the prompt in the model's chat template when it has one."
+    )
+    max_new_tokens: int = Field(48, ge=1, description="Longest generated answer (generate mode).")
+    max_examples: int | None = Field(
+        None, ge=1, description="Score at most this many test examples (None = all)."
+    )
+
+
+class BaselineConfig(Section):
+    kind: Literal["majority", "tfidf", "prompt"] = Field(
+        "majority",
+        description="majority class; TF-IDF + logistic regression; or prompting an LM.",
+    )
+    prompting: PromptingConfig = Field(
+        default_factory=PromptingConfig, description="Settings for kind=prompt."
+    )
+
+
+class AdapterConfig(Section):
+    """PEFT settings, used by methods lora, prefix, prompt and ia3."""
+
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA scaling alpha (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; None = sane defaults for the architecture."
+    )
+    num_virtual_tokens: int = Field(
+        16, ge=1, description="Virtual tokens for prefix and prompt tuning."
+    )
+    merge: bool = Field(
+        True, description="Also save a merged model (merge_and_unload) where the method allows."
+    )
+    merge_atol: float = Field(
+        1e-4, gt=0, description="Largest allowed |merged - unmerged| in the output logits."
+    )
+
+
+class DpoConfig(Section):
+    beta: float = Field(0.1, gt=0, description="DPO temperature: strength of the KL anchor.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = Field(
+        "sigmoid", description="DPO loss variant."
+    )
+    max_length: int | None = Field(
+        None, ge=8, description="Longest prompt+completion in tokens; None = model.max_length."
+    )
+    use_adapter: bool = Field(
+        True,
+        description="Train a LoRA adapter (reference = adapter disabled, one model in memory); "
+        "False = full DPO with an explicit frozen reference copy.",
+    )
+    init_from: str | None = Field(
+        None,
+        description="Start the policy from an earlier run's output folder (e.g. an SFT or LoRA "
+        "run); None = model.name.",
+    )
+
+
 class TrainConfig(Section):
     method: Method = Field("baseline", description="Training method.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = epochs.")
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    grad_accum_steps: int = Field(1, ge=1, description="Batches accumulated per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps spent warming up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on CUDA where supported, else fp16; fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory by recomputing activations."
+    )
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Validation loss every N steps; None = once per epoch."
+    )
+    save_steps: int = Field(
+        50, ge=1, description="Checkpoint every N steps; a re-run resumes from the last one."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    baseline: BaselineConfig = Field(
+        default_factory=BaselineConfig, description="Settings for method=baseline."
+    )
+    adapter: AdapterConfig = Field(
+        default_factory=AdapterConfig, description="Settings for lora/prefix/prompt/ia3."
+    )
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="Settings for method=dpo.")
 
 
 class EvalConfig(Section):

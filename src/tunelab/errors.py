@@ -43,3 +43,7 @@ class SourceUnreachableError(DataSourceError):
 
 class ModelError(TunelabError):
     """A model reference cannot be resolved, built, downloaded or loaded."""
+
+
+class TrainingError(TunelabError):
+    """Training cannot start or stopped: bad method/task/settings, divergence, out of memory."""

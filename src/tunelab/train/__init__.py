@@ -1,0 +1,86 @@
+"""Training methods, one module each, behind one entry point: ``train(cfg, data)``.
+
+- baseline: majority class, TF-IDF + logistic regression, zero/few-shot prompting
+- full: full fine-tuning with the transformers Trainer (finetune.py)
+- lora, prefix, prompt, ia3: PEFT adapters, with a verified merged model (adapters.py)
+- dpo: preference optimisation with trl (preference.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tunelab.config import RunConfig
+from tunelab.errors import TrainingError
+from tunelab.train.common import TrainResult, run_dir, seed_everything
+from tunelab.workspace import Workspace
+
+ADAPTER_METHODS = ("lora", "prefix", "prompt", "ia3")
+# Which task types each method can train.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "baseline": ("classification", "generation", "preference"),
+    "full": ("classification", "generation"),
+    **{m: ("classification", "generation") for m in ADAPTER_METHODS},
+    "dpo": ("preference",),
+}
+ADVICE = {
+    "preference": "use train.method=dpo for preference data",
+    "classification": "use baseline, full or an adapter method (lora, prefix, prompt, ia3)",
+    "generation": "use baseline (prompting), full or an adapter method for generation data",
+}
+
+
+def check_method(cfg: RunConfig) -> None:
+    """Refuse method/task pairs that make no sense, before anything is loaded."""
+    method, task = cfg.train.method, cfg.data.task
+    if task not in SUPPORTED[method]:
+        raise TrainingError(
+            f"train.method={method} cannot train {task} data (dataset '{cfg.data.name}'): "
+            f"{method} supports {', '.join(SUPPORTED[method])}. {ADVICE[task].capitalize()}."
+        )
+    kind = cfg.train.baseline.kind
+    if method == "baseline" and kind in ("majority", "tfidf") and task != "classification":
+        raise TrainingError(
+            f"train.baseline.kind={kind} needs classification data, but '{cfg.data.name}' is "
+            f"{task} data. Use train.baseline.kind=prompt."
+        )
+
+
+def check_splits(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> None:
+    if "train" not in data or data["train"].empty:
+        raise TrainingError(
+            f"Dataset '{cfg.data.name}' has no training rows (splits: {sorted(data)}). "
+            "Run `tunelab data prepare` for it first."
+        )
+
+
+def train(
+    cfg: RunConfig,
+    data: dict[str, pd.DataFrame],
+    workspace: Workspace | None = None,
+    data_version: str | None = None,
+    output_dir: Path | None = None,
+) -> TrainResult:
+    """Train ``cfg.train.method`` on the splits; results and files land in the run folder.
+
+    Re-running with the same config, data version and workspace reuses the same folder
+    and resumes from its last checkpoint.
+    """
+    check_method(cfg)
+    check_splits(cfg, data)
+    workspace = workspace or Workspace.resolve()
+    output_dir = output_dir or run_dir(cfg, workspace, data_version)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.train.seed)
+    method = cfg.train.method
+    if method == "baseline":
+        from tunelab.train import baseline as module
+    elif method == "full":
+        from tunelab.train import finetune as module
+    elif method in ADAPTER_METHODS:
+        from tunelab.train import adapters as module
+    else:
+        from tunelab.train import preference as module
+    return module.train(cfg, data, output_dir, data_version)

@@ -1,0 +1,424 @@
+"""What every training method shares: the result record, devices, seeds, run folders,
+resource measurement, Trainer arguments, resume, divergence and out-of-memory handling.
+
+torch and transformers are imported inside functions: the CLI imports this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import RunConfig
+from tunelab.errors import TrainingError
+from tunelab.workspace import Workspace
+
+RESULT_FILE = "train_result.json"
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and what it cost; saved as train_result.json."""
+
+    method: str
+    model: str
+    dataset: str
+    task: str
+    output_dir: str
+    data_version: str | None = None
+    # One row per logging step: {"step", "epoch", "loss"} or {"step", "epoch", "eval_loss"}.
+    history: list[dict] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    trainable_params: int = 0
+    total_params: int = 0
+    wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    cuda_max_allocated_mb: float | None = None
+    tokens_per_second: float | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    resumed_from: str | None = None
+    # Named files the run wrote (model folder, adapter, merged model, plots), relative paths.
+    artifacts: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def artifact(self, name: str) -> Path:
+        return Path(self.output_dir) / self.artifacts[name]
+
+    def save(self) -> Path:
+        path = Path(self.output_dir) / RESULT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainResult:
+        path = Path(folder) / RESULT_FILE
+        if not path.is_file():
+            raise TrainingError(f"{folder} holds no {RESULT_FILE}: it is not a finished run.")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------- devices and seeds
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # "cpu" | "cuda"
+    precision: str  # "fp32" | "bf16" | "fp16"
+
+    @property
+    def use_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            self.precision
+        ]
+
+
+def pick_device(cfg: RunConfig) -> DeviceChoice:
+    """CUDA when present (bf16 where supported, else fp16), the CPU otherwise; config may force."""
+    import torch
+
+    wanted = cfg.train.device
+    has_cuda = torch.cuda.is_available()
+    if wanted == "cuda" and not has_cuda:
+        raise TrainingError(
+            "train.device=cuda but no CUDA device is visible (torch "
+            f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA). "
+            "Set train.device=auto or cpu, or install a CUDA build of torch (README, GPU users)."
+        )
+    device = "cuda" if wanted == "cuda" or (wanted == "auto" and has_cuda) else "cpu"
+    precision = cfg.train.precision
+    if device == "cpu":
+        if precision in ("bf16", "fp16"):
+            raise TrainingError(
+                f"train.precision={precision} needs a CUDA device; on the CPU use fp32 or auto."
+            )
+        return DeviceChoice("cpu", "fp32")
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return DeviceChoice("cuda", precision)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch (CPU and CUDA) seeds: same config + data + CPU = same metrics."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+# ---------------------------------------------------------------- run folders
+
+
+def model_slug(reference: str) -> str:
+    """A folder-safe short name for a model reference (alias, path or hub id)."""
+    name = Path(reference.rstrip("/")).name if "/" in reference else reference
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).lower()[:40]
+
+
+def run_key(cfg: RunConfig, data_version: str | None) -> str:
+    """Same model, training config and data version -> same key -> the same folder to resume."""
+    payload = json.dumps(
+        {
+            "model": cfg.model.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json"),
+            "task": cfg.data.task,
+            "labels": cfg.data.labels,
+            "data_version": data_version,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def run_dir(cfg: RunConfig, workspace: Workspace, data_version: str | None) -> Path:
+    """runs/<dataset>/<method>-<model>-<key>/ in the workspace."""
+    name = f"{cfg.train.method}-{model_slug(cfg.model.name)}-{run_key(cfg, data_version)}"
+    if cfg.train.method == "baseline":
+        name = f"baseline-{cfg.train.baseline.kind}-{model_slug(cfg.model.name)}-" + run_key(
+            cfg, data_version
+        )
+    return workspace.root / "runs" / cfg.data.name / name
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class ResourceMeter:
+    """Wall time, peak resident memory (sampled) and CUDA max allocated of a block."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.wall_seconds = 0.0
+        self.peak_rss_mb = 0.0
+        self.cuda_max_allocated_mb: float | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> ResourceMeter:
+        import psutil
+        import torch
+
+        self._process = psutil.Process()
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.peak_rss_mb = self._rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        self.wall_seconds = time.perf_counter() - self._started
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss_mb = max(self.peak_rss_mb, self._rss())
+        if self._cuda:
+            self.cuda_max_allocated_mb = torch.cuda.max_memory_allocated() / 2**20
+
+    def _rss(self) -> float:
+        return self._process.memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss_mb = max(self.peak_rss_mb, self._rss())
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def finish(
+    result: TrainResult, meter: ResourceMeter, device: DeviceChoice, plot: bool = True
+) -> TrainResult:
+    """Fill in the measured and environment fields, plot the loss curve, save the record."""
+    result.wall_seconds = round(meter.wall_seconds, 3)
+    result.peak_rss_mb = round(meter.peak_rss_mb, 1)
+    result.cuda_max_allocated_mb = (
+        round(meter.cuda_max_allocated_mb, 1) if meter.cuda_max_allocated_mb is not None else None
+    )
+    result.device, result.precision = device.device, device.precision
+    result.versions = library_versions()
+    if plot and result.history:
+        path = plot_loss(result.history, Path(result.output_dir) / "loss.png", result)
+        result.artifacts["loss_plot"] = path.name
+    result.save()
+    return result
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_loss(history: list[dict], path: Path, result: TrainResult) -> Path:
+    """Training and validation loss per step, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "train"), ("eval_loss", "validation")):
+        points = [(h["step"], h[key]) for h in history if key in h and _finite(h[key])]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{result.dataset}: {result.method} on {result.model}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------- the transformers Trainer
+
+
+def training_arguments(
+    cfg: RunConfig, output_dir: Path, device: DeviceChoice, args_class=None, **extra
+):
+    """TrainingArguments (or a subclass such as trl's DPOConfig) from the run config.
+
+    Every field is set explicitly: trl's defaults target big GPUs (bf16, gradient
+    checkpointing, lr 1e-6), so nothing is left to them.
+    """
+    from transformers import TrainingArguments
+
+    args_class = args_class or TrainingArguments
+    t = cfg.train
+    has_validation = extra.pop("has_validation", True)
+    eval_strategy = ("steps" if t.eval_steps else "epoch") if has_validation else "no"
+    return args_class(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        # transformers 5: a float in [0, 1) is a ratio of the total steps.
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        save_safetensors=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        use_cpu=device.use_cpu,
+        bf16=device.precision == "bf16",
+        fp16=device.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=not _show_progress(),
+        **extra,
+    )
+
+
+def _show_progress() -> bool:
+    return os.environ.get("TUNELAB_PROGRESS", "1") != "0"
+
+
+def divergence_guard():
+    """A TrainerCallback that stops at the first NaN/inf loss, naming the step.
+
+    Raising inside on_log ends training before the next checkpoint is written, so the
+    last checkpoint on disk is the last good one.
+    """
+    from transformers import TrainerCallback
+
+    class DivergenceGuard(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "eval_loss"):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(value):
+                    last = last_checkpoint(Path(args.output_dir))
+                    raise TrainingError(
+                        f"The {key.replace('_', ' ')} became {value} at step "
+                        f"{state.global_step}: training diverged and was stopped. "
+                        + (
+                            f"The last good checkpoint is {last}. "
+                            if last
+                            else "No checkpoint was written before it. "
+                        )
+                        + "Lower train.learning_rate, keep train.max_grad_norm, or use "
+                        "train.precision=fp32."
+                    )
+
+    return DivergenceGuard()
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
+    """trainer.train(), resuming from the last checkpoint in output_dir if a run was cut off.
+
+    Returns the TrainOutput and the checkpoint resumed from (None for a fresh start).
+    Out-of-memory becomes a TrainingError that says what to change.
+    """
+    import torch
+
+    resume = last_checkpoint(output_dir)
+    try:
+        output = trainer.train(resume_from_checkpoint=resume)
+    except torch.OutOfMemoryError as exc:
+        raise out_of_memory(exc) from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise out_of_memory(exc) from None
+        raise
+    return output, resume
+
+
+def out_of_memory(exc: BaseException) -> TrainingError:
+    return TrainingError(
+        f"Out of memory while training ({type(exc).__name__}: {str(exc)[:200]}). "
+        "Try train.method=lora (far fewer trainable weights), a smaller train.batch_size "
+        "with train.grad_accum_steps to keep the effective batch, "
+        "train.gradient_checkpointing=true, or a shorter model.max_length."
+    )
+
+
+def history_from(log_history: list[dict]) -> list[dict]:
+    """Keep the per-step losses of Trainer.state.log_history (drop the summary row)."""
+    rows = []
+    for entry in log_history:
+        if "train_runtime" in entry:
+            continue
+        row = {"step": entry.get("step"), "epoch": entry.get("epoch")}
+        for key, value in entry.items():
+            if key in ("loss", "eval_loss") or key.startswith(("rewards/", "logps/")):
+                row[key] = value
+        if len(row) > 2:
+            rows.append(row)
+    return rows
+
+
+def check_prompt_lengths(
+    tokenizer, prompts: list[str], max_length: int, where: str, reserve: int = 1
+) -> None:
+    """Fail when prompts leave no room for the response within max_length tokens."""
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    too_long = [i for i, n in enumerate(lengths) if n > max_length - reserve]
+    if too_long:
+        raise TrainingError(
+            f"{len(too_long)} of {len(prompts)} {where} prompts are longer than "
+            f"model.max_length={max_length} tokens (longest: {max(lengths)} tokens, e.g. row "
+            f"{too_long[0]}), so their responses would be cut off entirely. Raise "
+            f"model.max_length to at least {max(lengths) + 16} or shorten those prompts."
+        )
