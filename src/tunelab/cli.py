@@ -16,7 +16,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare, inspect and restore dataset versions.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+models_app = typer.Typer(help="Bundled model aliases: list and prepare.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 _state = {"debug": False}
 
@@ -218,6 +220,87 @@ def data_checkout(
         f"{name}: version {restored.version} restored to data/{name}/ "
         f"({', '.join(f'{k} {v}' for k, v in restored.rows.items())} rows)."
     )
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="Run config (YAML), e.g. configs/sentiment-lora.yaml.")
+    ],
+    overrides: Overrides = None,
+) -> None:
+    """Validate the data, train one method and print its metrics; files land in runs/."""
+    from tunelab import config as config_mod
+    from tunelab.train import train_from_config
+
+    cfg = _run(config_mod.load, config, overrides)
+    result = _run(train_from_config, cfg, _workspace())
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.dataset}: {result.method} on {result.model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result.metrics.items()):
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row(
+        "trainable / total params", f"{result.trainable_params:,} / {result.total_params:,}"
+    )
+    table.add_row("wall time (s)", f"{result.wall_seconds:.1f}")
+    table.add_row("peak RSS (MB)", f"{result.peak_rss_mb:.0f}")
+    if result.cuda_max_allocated_mb is not None:
+        table.add_row("CUDA max allocated (MB)", f"{result.cuda_max_allocated_mb:.0f}")
+    if result.tokens_per_second:
+        table.add_row("tokens/s", f"{result.tokens_per_second:.0f}")
+    table.add_row("device", f"{result.device} ({result.precision})")
+    console = Console()
+    console.print(table)
+    if result.resumed_from:
+        console.print(f"Resumed from {result.resumed_from}.")
+    for note in result.notes:
+        console.print(f"Note: {note}")
+    console.print(f"Run folder: {result.output_dir}")
+    for name, rel in result.artifacts.items():
+        console.print(f"  {name}: {rel}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the bundled aliases, where they resolve and whether they are ready."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunelab import models
+
+    table = Table(title="Bundled models (work offline)")
+    for column in ("alias", "family", "tasks", "ready", "path", "what"):
+        table.add_column(column, overflow="fold")
+    for row in models.alias_status():
+        table.add_row(
+            row["name"],
+            row["family"],
+            ", ".join(row["tasks"]),
+            "yes" if row["ready"] else "no",
+            row["path"] or "-",
+            row["description"],
+        )
+    Console().print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    alias: Annotated[str, typer.Argument(help="Alias from `tunelab models list`.")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if ready.")] = False,
+) -> None:
+    """Build or convert an alias once into the model cache (reused afterwards)."""
+    from tunelab import models
+
+    path = _run(models.prepare_alias, alias, force)
+    typer.echo(f"{alias}: ready in {path}")
 
 
 def _user_error(message: str) -> Exception:

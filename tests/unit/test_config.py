@@ -5,10 +5,11 @@ import pytest
 from tunelab import config
 from tunelab.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+CONFIGS_DIR = Path(__file__).parents[2] / "configs"
+CONFIGS = sorted(CONFIGS_DIR.rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(CONFIGS_DIR).as_posix())
 def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
     cfg = config.load(path)
     assert cfg.data.name

@@ -84,3 +84,20 @@ def train(
     else:
         from tunelab.train import preference as module
     return module.train(cfg, data, output_dir, data_version)
+
+
+def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:
+    """The whole `tunelab train`: prepare the data (the validation gate), then train.
+
+    Preparing unchanged data is cheap and rewrites nothing; it guarantees the splits
+    trained on are the validated ones the config describes.
+    """
+    from tunelab.data.prepare import prepare_dataset
+
+    check_method(cfg)
+    workspace = (workspace or Workspace.resolve()).ensure()
+    prepared = prepare_dataset(cfg, workspace)
+    from tunelab.data import versioning
+
+    data = versioning.load_splits(cfg.data.name, workspace)
+    return train(cfg, data, workspace, data_version=prepared.version.version)
