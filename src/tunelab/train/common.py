@@ -152,12 +152,14 @@ def run_key(cfg: RunConfig, data_version: str | None) -> str:
 
 def run_dir(cfg: RunConfig, workspace: Workspace, data_version: str | None) -> Path:
     """runs/<dataset>/<method>-<model>-<key>/ in the workspace."""
-    name = f"{cfg.train.method}-{model_slug(cfg.model.name)}-{run_key(cfg, data_version)}"
-    if cfg.train.method == "baseline":
-        name = f"baseline-{cfg.train.baseline.kind}-{model_slug(cfg.model.name)}-" + run_key(
-            cfg, data_version
-        )
-    return workspace.root / "runs" / cfg.data.name / name
+    method, model = cfg.train.method, model_slug(cfg.model.name)
+    if method == "baseline":
+        kind = cfg.train.baseline.kind
+        # majority and tfidf use no language model: its name would only mislead.
+        method, model = f"baseline-{kind}", (model if kind == "prompt" else "sklearn")
+    return (
+        workspace.root / "runs" / cfg.data.name / f"{method}-{model}-{run_key(cfg, data_version)}"
+    )
 
 
 # ---------------------------------------------------------------- measuring
@@ -312,21 +314,22 @@ def training_arguments(
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        save_safetensors=True,
         seed=t.seed,
         data_seed=t.seed,
         use_cpu=device.use_cpu,
         bf16=device.precision == "bf16",
         fp16=device.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        # transformers 5 renamed gradient_checkpointing (now a deprecated alias).
+        activation_checkpointing=t.gradient_checkpointing,
         report_to="none",
         dataloader_num_workers=0,
-        disable_tqdm=not _show_progress(),
+        disable_tqdm=not show_progress(),
         **extra,
     )
 
 
-def _show_progress() -> bool:
+def show_progress() -> bool:
+    """Progress bars unless TUNELAB_PROGRESS=0 (tests, logs)."""
     return os.environ.get("TUNELAB_PROGRESS", "1") != "0"
 
 
@@ -402,7 +405,9 @@ def history_from(log_history: list[dict]) -> list[dict]:
             continue
         row = {"step": entry.get("step"), "epoch": entry.get("epoch")}
         for key, value in entry.items():
-            if key in ("loss", "eval_loss") or key.startswith(("rewards/", "logps/")):
+            if key in ("loss", "eval_loss") or key.startswith(
+                ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
+            ):
                 row[key] = value
         if len(row) > 2:
             rows.append(row)
@@ -410,7 +415,12 @@ def history_from(log_history: list[dict]) -> list[dict]:
 
 
 def check_prompt_lengths(
-    tokenizer, prompts: list[str], max_length: int, where: str, reserve: int = 1
+    tokenizer,
+    prompts: list[str],
+    max_length: int,
+    where: str,
+    reserve: int = 1,
+    key: str = "model.max_length",
 ) -> None:
     """Fail when prompts leave no room for the response within max_length tokens."""
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
@@ -418,7 +428,7 @@ def check_prompt_lengths(
     if too_long:
         raise TrainingError(
             f"{len(too_long)} of {len(prompts)} {where} prompts are longer than "
-            f"model.max_length={max_length} tokens (longest: {max(lengths)} tokens, e.g. row "
+            f"{key}={max_length} tokens (longest: {max(lengths)} tokens, e.g. row "
             f"{too_long[0]}), so their responses would be cut off entirely. Raise "
-            f"model.max_length to at least {max(lengths) + 16} or shorten those prompts."
+            f"{key} to at least {max(lengths) + 16} or shorten those prompts."
         )

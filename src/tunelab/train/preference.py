@@ -1,0 +1,596 @@
+"""Direct Preference Optimisation (DPO) of a decoder LM with trl, on prompt/chosen/rejected pairs.
+
+- use_adapter=True (default): a LoRA adapter is trained through trl's ``peft_config``; the
+  reference policy is the same model with the adapter disabled (one model in memory).
+  The adapter and a verified merged model (merge_and_unload) are saved.
+- use_adapter=False: full DPO; the reference is an explicit frozen copy of the initial policy.
+
+The policy starts from ``model.name`` or from ``train.dpo.init_from`` (an earlier run's folder).
+Prompts go through the tokenizer's chat template when it has one (trl's conversational format);
+otherwise prompt and response are plain text separated by a newline.
+
+Before and after training the held-out test split is scored with our own code (not trl's):
+sequence log-probabilities of chosen and rejected responses under the policy and the
+reference, and the implicit DPO reward ``r = beta * (logp_policy - logp_ref)``.
+
+trl's defaults target big GPUs (bf16, gradient checkpointing, lr 1e-6, max_length 1024); every
+setting that matters is passed from the run config instead. trl disables dropout in DPO
+(policy and reference must agree before the first step), so ``adapter.dropout`` has no effect.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import pandas as pd
+
+from tunelab import models
+from tunelab.config import RunConfig
+from tunelab.errors import TrainingError
+from tunelab.train import common
+from tunelab.train.common import TrainResult
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("prompt", "chosen", "rejected")
+PREDICTIONS_FILE = "predictions.parquet"
+# Plain-text format (no chat template): the response starts on the line after the prompt.
+PLAIN_SEPARATOR = "\n"
+# TrainingArguments fields that older transformers had and common.training_arguments may pass.
+REMOVED_ARGUMENTS = frozenset({"save_safetensors"})
+
+
+def train(
+    cfg: RunConfig, data: dict[str, pd.DataFrame], output_dir: Path, data_version: str | None
+) -> TrainResult:
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    d = cfg.train.dpo
+    device = common.pick_device(cfg)
+    source = policy_source(cfg)
+    tokenizer = models.load_tokenizer(source, trust_remote_code=cfg.model.trust_remote_code)
+    max_length = d.max_length or cfg.model.max_length
+    conversational = has_chat_template(tokenizer)
+
+    splits = {name: _pairs(frame, name) for name, frame in data.items() if not frame.empty}
+    held_out_name = "test" if "test" in splits else "validation" if "validation" in splits else None
+    for name, frame in splits.items():
+        common.check_prompt_lengths(
+            tokenizer,
+            rendered_prompts(tokenizer, frame["prompt"], conversational),
+            max_length,
+            name,
+        )
+
+    result = TrainResult(
+        method="dpo",
+        model=cfg.model.name,
+        dataset=cfg.data.name,
+        task=cfg.data.task,
+        output_dir=str(output_dir),
+        data_version=data_version,
+    )
+    if d.init_from:
+        result.notes.append(f"Policy and reference start from {source.path} (train.dpo.init_from).")
+    result.notes.append(
+        "Prompts use the tokenizer's chat template (conversational format)."
+        if conversational
+        else "The tokenizer has no chat template: prompt and response are plain text "
+        "separated by a newline, the response ends with the eos token."
+    )
+
+    with common.ResourceMeter() as meter:
+        model = _load_model(source, cfg)
+        ref_model = None
+        if not d.use_adapter:
+            # Full DPO: an explicit frozen copy of the initial policy is the reference.
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        held_out = None
+        if held_out_name is not None:
+            held_out = encode_pairs(tokenizer, splits[held_out_name], max_length, conversational)
+            if held_out_name != "test":
+                result.notes.append("No test split: the held-out scores use the validation split.")
+            # Before training the policy is the reference, so every implicit reward is 0;
+            # only the log-likelihood win rate says something about the initial policy.
+            model.to(device.device)
+            before = score_pairs(
+                model, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
+            )
+        else:
+            result.notes.append("No test or validation split: nothing held out was scored.")
+
+        args = common.training_arguments(
+            cfg,
+            output_dir,
+            device,
+            args_class=_dpo_config_factory(DPOConfig),
+            has_validation="validation" in splits,
+            beta=d.beta,
+            loss_type=[d.loss_type],
+            max_length=max_length,
+            truncation_mode="keep_start",
+            precompute_ref_log_probs=False,
+            disable_dropout=True,
+            padding_free=False,
+            pad_to_multiple_of=None,
+            dataset_num_proc=None,
+            model_init_kwargs=None,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        peft_config = lora_config(cfg, model) if d.use_adapter else None
+        with _quiet_datasets():
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=Dataset.from_list(
+                    trl_records(splits["train"], conversational, tokenizer.eos_token)
+                ),
+                eval_dataset=(
+                    Dataset.from_list(
+                        trl_records(splits["validation"], conversational, tokenizer.eos_token)
+                    )
+                    if "validation" in splits
+                    else None
+                ),
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=[common.divergence_guard()],
+            )
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        result.trainable_params, result.total_params = common.count_parameters(policy)
+        output, resumed = common.run_trainer(trainer, output_dir)
+        result.resumed_from = resumed
+        result.history = common.history_from(trainer.state.log_history)
+        result.metrics["train_loss"] = float(output.training_loss)
+        runtime = (output.metrics or {}).get("train_runtime")
+        # trl counts the (unpadded) tokens of the batches this session trained on.
+        tokens = getattr(trainer, "_total_train_tokens", None)
+        if runtime and tokens:
+            result.tokens_per_second = round(tokens / runtime, 1)
+        steps = trainer.state.global_step - _checkpoint_step(resumed)
+        if runtime and steps > 0:
+            result.metrics["train_seconds_per_step"] = round(runtime / steps, 4)
+
+        policy.eval()
+        if held_out is not None:
+            after = score_pairs(
+                policy, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
+            )
+            reference = (
+                trainer.accelerator.unwrap_model(trainer.ref_model)
+                if trainer.ref_model is not None
+                else policy
+            )
+            with _reference_mode(reference, adapter=d.use_adapter):
+                ref = score_pairs(
+                    reference, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
+                )
+            table = predictions_table(splits[held_out_name], before, after, ref, d.beta)
+            result.metrics.update(preference_metrics(table, prefix="test_"))
+            result.metrics["before_test_loglik_win_rate"] = float(table["before_loglik_win"].mean())
+            table.to_parquet(output_dir / PREDICTIONS_FILE, index=False)
+            result.artifacts["predictions"] = PREDICTIONS_FILE
+            result.notes.append(
+                "Before training the policy equals the reference, so the implicit rewards are 0 "
+                "(reward accuracy 0, margin 0); before_test_loglik_win_rate is the only "
+                "before-training score."
+            )
+
+        with torch.no_grad():
+            _save(result, policy, tokenizer, cfg, output_dir, held_out, device)
+        del trainer
+    return common.finish(result, meter, device)
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint-N folder was saved at (0 for a fresh start)."""
+    if not checkpoint:
+        return 0
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@contextmanager
+def _quiet_datasets():
+    """No datasets progress bars while trl tokenizes, when TUNELAB_PROGRESS=0."""
+    from datasets.utils import logging as datasets_logging
+
+    if common.show_progress() or not datasets_logging.is_progress_bar_enabled():
+        yield
+        return
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        datasets_logging.enable_progress_bar()
+
+
+def _dpo_config_factory(dpo_config_class):
+    """DPOConfig(**kwargs) without TrainingArguments fields transformers 5 removed.
+
+    common.training_arguments still passes save_safetensors (gone in transformers 5, where
+    safetensors is the only format); dropping it here keeps DPO working either way.
+    """
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(dpo_config_class)}
+
+    def build(**kwargs):
+        for key in REMOVED_ARGUMENTS - known:
+            kwargs.pop(key, None)
+        return dpo_config_class(**kwargs)
+
+    return build
+
+
+# ---------------------------------------------------------------- the policy
+
+
+def policy_source(cfg: RunConfig) -> models.ResolvedModel:
+    """The model DPO starts from: ``train.dpo.init_from`` if set, else ``model.name``."""
+    init = cfg.train.dpo.init_from
+    if init is None:
+        resolved = models.resolve(cfg.model.name, cfg.model.revision)
+        where = f"model.name={cfg.model.name}"
+    else:
+        folder = Path(init).expanduser()
+        expected = (
+            "an earlier run's output folder holding a 'merged' or 'model' subfolder, or a "
+            "Hugging Face model folder with config.json"
+        )
+        if not folder.is_dir():
+            raise TrainingError(
+                f"train.dpo.init_from={init!r} does not exist. Expected {expected}."
+            )
+        candidates = [folder / "merged", folder / "model", folder]
+        found = next((c for c in candidates if (c / "config.json").is_file()), None)
+        if found is None:
+            hint = (
+                " It holds only an adapter: re-run that training with train.adapter.merge=true "
+                "so it saves a merged model, and point init_from at it."
+                if (folder / "adapter").is_dir()
+                else ""
+            )
+            raise TrainingError(
+                f"train.dpo.init_from={init!r} holds no model (no config.json in merged/, model/ "
+                f"or the folder itself). Expected {expected}.{hint}"
+            )
+        resolved = models.resolve(str(found))
+        where = f"train.dpo.init_from={init}"
+    if resolved.family != "decoder":
+        raise TrainingError(
+            f"DPO trains decoder-only language models, but {where} is a {resolved.family} "
+            f"model ({resolved.path}). Use a decoder such as tiny-llama, tiny-gpt2 or "
+            "smollm2-135m-instruct."
+        )
+    return resolved
+
+
+def _load_model(source: models.ResolvedModel, cfg: RunConfig):
+    """fp32 weights; bf16/fp16 on CUDA is autocast by the Trainer (exact merges, fp32 masters)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.path), dtype=torch.float32, trust_remote_code=cfg.model.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"Could not load a causal LM from {source.path} ('{source.reference}'): {exc}"
+        ) from None
+    return model
+
+
+def target_modules(model) -> list[str]:
+    """Names of every linear projection of the decoder (Linear, or GPT-2's Conv1D), LM head
+    excluded: q/k/v/o and gate/up/down for Llama-like models, c_attn/c_proj/c_fc for GPT-2."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D) and module is not head and "." in name
+    }
+    if not names:
+        raise TrainingError(
+            f"Found no linear layers to put LoRA on in {type(model).__name__}. Set "
+            "train.adapter.target_modules to the module names to adapt."
+        )
+    return sorted(names)
+
+
+def lora_config(cfg: RunConfig, model):
+    from peft import LoraConfig, TaskType
+    from transformers.pytorch_utils import Conv1D
+
+    a = cfg.train.adapter
+    targets = a.target_modules or target_modules(model)
+    conv1d = any(
+        isinstance(module, Conv1D) and name.rsplit(".", 1)[-1] in targets
+        for name, module in model.named_modules()
+    )
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=a.r,
+        lora_alpha=a.alpha,
+        lora_dropout=a.dropout,
+        target_modules=list(targets),
+        fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores weights transposed
+        bias="none",
+    )
+
+
+# ---------------------------------------------------------------- data
+
+
+def _pairs(frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise TrainingError(
+            f"The {split} split lacks column(s) {', '.join(missing)}: DPO needs preference data "
+            f"with columns {', '.join(COLUMNS)} (data.task=preference)."
+        )
+    return frame.loc[:, list(COLUMNS)].astype(str).reset_index(drop=True)
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def trl_records(frame: pd.DataFrame, conversational: bool, eos: str) -> list[dict]:
+    """Rows in trl's conversational format, or plain strings ("prompt\\n" + response)."""
+    records = []
+    for prompt, chosen, rejected in frame[list(COLUMNS)].itertuples(index=False):
+        if conversational:
+            records.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
+        else:
+            records.append(
+                {"prompt": prompt + PLAIN_SEPARATOR, "chosen": chosen, "rejected": rejected}
+            )
+    return records
+
+
+def rendered_prompts(tokenizer, prompts: Sequence[str], conversational: bool) -> list[str]:
+    """The prompt text the model sees before the response (chat template applied)."""
+    if not conversational:
+        return [p + PLAIN_SEPARATOR for p in prompts]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
+
+
+def encode_pairs(
+    tokenizer, frame: pd.DataFrame, max_length: int, conversational: bool
+) -> list[tuple[list[int], int, list[int], int]]:
+    """(chosen ids, response start, rejected ids, response start) per row, tokenized as trl does:
+    the response begins where the tokenized prompt and prompt+response first differ; plain
+    responses end with eos; sequences are cut to max_length keeping the start."""
+    eos = tokenizer.eos_token
+    encoded = []
+    for record in trl_records(frame, conversational, eos):
+        if conversational:
+            prompt_ids = _ids(
+                tokenizer.apply_chat_template(
+                    record["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True
+                )
+            )
+            full = [
+                _ids(
+                    tokenizer.apply_chat_template(
+                        record["prompt"] + record[key], tokenize=True, return_dict=True
+                    )
+                )
+                for key in ("chosen", "rejected")
+            ]
+        else:
+            prompt_ids = tokenizer(record["prompt"])["input_ids"]
+            full = [
+                tokenizer(
+                    record["prompt"] + record[key] + ("" if record[key].endswith(eos) else eos)
+                )["input_ids"]
+                for key in ("chosen", "rejected")
+            ]
+        start = min(_common_prefix(prompt_ids, ids) for ids in full)
+        encoded.append((full[0][:max_length], start, full[1][:max_length], start))
+    return encoded
+
+
+def _ids(encoding) -> list[int]:
+    ids = encoding["input_ids"]
+    return list(ids[0]) if ids and isinstance(ids[0], list) else list(ids)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- held-out scoring
+
+
+def sequence_logps(
+    model, sequences: list[tuple[list[int], int]], pad_id: int, device, batch_size: int = 8
+) -> tuple[list[float], list[int]]:
+    """Sum of log p(token | prefix) over each sequence's response tokens (from its start index),
+    and the number of response tokens. Batched, right-padded, shortest first, no gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device.device)
+    autocast = (
+        torch.autocast(dev.type, dtype=device.torch_dtype)
+        if device.precision != "fp32"
+        else nullcontext()
+    )
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    logps = [0.0] * len(sequences)
+    counts = [0] * len(sequences)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast:
+        for begin in range(0, len(order), max(batch_size, 1)):
+            chunk = order[begin : begin + batch_size]
+            width = max(len(sequences[i][0]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                seq, start = sequences[i]
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+                labels[row, start : len(seq)] = torch.tensor(seq[start:], dtype=torch.long)
+            ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            targets = labels[:, 1:]
+            token_logps = -F.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2),
+                targets,
+                ignore_index=-100,
+                reduction="none",
+            )
+            sums = token_logps.sum(dim=1).tolist()
+            lengths = (targets != -100).sum(dim=1).tolist()
+            for row, i in enumerate(chunk):
+                logps[i], counts[i] = float(sums[row]), int(lengths[row])
+    model.train(was_training)
+    return logps, counts
+
+
+def score_pairs(model, encoded, pad_id: int, device, batch_size: int = 8) -> dict[str, list]:
+    """Log-probabilities of the chosen and rejected responses of every encoded pair."""
+    chosen = [(c, cs) for c, cs, _, _ in encoded]
+    rejected = [(r, rs) for _, _, r, rs in encoded]
+    chosen_logps, chosen_tokens = sequence_logps(model, chosen, pad_id, device, batch_size)
+    rejected_logps, rejected_tokens = sequence_logps(model, rejected, pad_id, device, batch_size)
+    return {
+        "chosen": chosen_logps,
+        "rejected": rejected_logps,
+        "chosen_tokens": chosen_tokens,
+        "rejected_tokens": rejected_tokens,
+    }
+
+
+def _reference_mode(model, adapter: bool):
+    """The reference policy: the adapter disabled (LoRA), or the frozen copy as it is."""
+    return model.disable_adapter() if adapter else nullcontext()
+
+
+def predictions_table(
+    frame: pd.DataFrame, before: dict, after: dict, ref: dict, beta: float
+) -> pd.DataFrame:
+    """One row per held-out pair: log-probs before / after / under the reference, rewards, wins."""
+    table = pd.DataFrame(
+        {
+            "prompt": frame["prompt"].tolist(),
+            "chosen_tokens": after["chosen_tokens"],
+            "rejected_tokens": after["rejected_tokens"],
+            "logp_chosen_before": before["chosen"],
+            "logp_rejected_before": before["rejected"],
+            "logp_chosen_policy": after["chosen"],
+            "logp_rejected_policy": after["rejected"],
+            "logp_chosen_ref": ref["chosen"],
+            "logp_rejected_ref": ref["rejected"],
+        }
+    )
+    table["reward_chosen"] = beta * (table["logp_chosen_policy"] - table["logp_chosen_ref"])
+    table["reward_rejected"] = beta * (table["logp_rejected_policy"] - table["logp_rejected_ref"])
+    table["reward_margin"] = table["reward_chosen"] - table["reward_rejected"]
+    table["reward_win"] = table["reward_margin"] > 0
+    table["loglik_win"] = table["logp_chosen_policy"] > table["logp_rejected_policy"]
+    table["before_loglik_win"] = table["logp_chosen_before"] > table["logp_rejected_before"]
+    return table
+
+
+def preference_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Reward accuracy and margin, log-likelihood win rate, mean log-ratios of a scored table."""
+    if table.empty:
+        return {}
+    metrics = {
+        "reward_accuracy": table["reward_win"].mean(),
+        "reward_margin": table["reward_margin"].mean(),
+        "loglik_win_rate": table["loglik_win"].mean(),
+        "chosen_logratio": (table["logp_chosen_policy"] - table["logp_chosen_ref"]).mean(),
+        "rejected_logratio": (table["logp_rejected_policy"] - table["logp_rejected_ref"]).mean(),
+        "pairs": len(table),
+    }
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _save(result, policy, tokenizer, cfg: RunConfig, output_dir: Path, held_out, device) -> None:
+    """adapter/ (+ merged/, verified) with LoRA, else model/; safetensors with the tokenizer."""
+    if not cfg.train.dpo.use_adapter:
+        path = output_dir / "model"
+        policy.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+        result.artifacts["model"] = "model"
+        return
+    adapter = output_dir / "adapter"
+    policy.save_pretrained(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    result.artifacts["adapter"] = "adapter"
+    if not cfg.train.adapter.merge:
+        result.notes.append("train.adapter.merge=false: no merged model was saved.")
+        return
+    probe = _probe_batch(held_out, tokenizer, device)
+    unmerged = policy(**probe, use_cache=False).logits.float() if probe else None
+    merged = policy.merge_and_unload()
+    if probe:
+        diff = (merged(**probe, use_cache=False).logits.float() - unmerged).abs().max().item()
+        result.metrics["merge_max_abs_diff"] = diff
+        if not diff <= cfg.train.adapter.merge_atol:
+            # The adapter is the run's product and is saved; an unverified merge is not.
+            message = (
+                f"The merged model's logits differ from the adapter model's by up to {diff:.2e} "
+                f"(> train.adapter.merge_atol={cfg.train.adapter.merge_atol:g}), so no merged "
+                f"model was saved; use the adapter in {adapter.name}/ or raise merge_atol."
+            )
+            log.warning(message)
+            result.notes.append(message)
+            return
+    path = output_dir / "merged"
+    merged.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    result.artifacts["merged"] = "merged"
+
+
+def _probe_batch(held_out, tokenizer, device, rows: int = 4) -> dict | None:
+    """A few held-out chosen sequences, padded, to compare merged and unmerged logits."""
+    import torch
+
+    if not held_out:
+        return None
+    seqs = [c for c, _, _, _ in held_out[:rows]]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return {"input_ids": ids.to(device.device), "attention_mask": mask.to(device.device)}

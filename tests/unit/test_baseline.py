@@ -1,0 +1,315 @@
+"""Baselines: majority class, TF-IDF + logistic regression, zero/k-shot prompting."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from tunelab import config
+from tunelab.errors import TrainingError
+from tunelab.train import train
+from tunelab.train.baseline import _demonstrations
+from tunelab.train.common import RESULT_FILE, TrainResult
+from tunelab.workspace import Workspace
+
+LABELS = ["negative", "neutral", "positive"]
+CLASSIFICATION = [
+    "train.method=baseline",
+    "data.task=classification",
+    "data.labels=[negative, neutral, positive]",
+]
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setenv("TUNELAB_PROGRESS", "0")
+
+
+def _run(tmp_path, data, *overrides, name="ws"):
+    cfg = config.load(None, list(overrides))
+    return train(cfg, data, workspace=Workspace(tmp_path / name))
+
+
+def _predictions(result: TrainResult) -> pd.DataFrame:
+    return pd.read_parquet(result.artifact("predictions"))
+
+
+def _toy_sentiment(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Learnable on purpose: each label has its own words, wrapped in shared filler."""
+    words = {
+        "negative": ["awful", "broken", "terrible", "refund", "disappointing"],
+        "neutral": ["arrived", "tuesday", "package", "weighs", "colour"],
+        "positive": ["wonderful", "love", "excellent", "perfect", "delighted"],
+    }
+    filler = ["the", "item", "it", "was", "this", "really", "my", "order"]
+    rng = random.Random(seed)
+
+    def rows(n_per_label: int, offset: int) -> pd.DataFrame:
+        out = []
+        for label, vocab in words.items():
+            # The majority class is "negative" in every split (more rows).
+            count = n_per_label * (2 if label == "negative" else 1)
+            for _ in range(count):
+                text = rng.sample(filler, 4) + rng.sample(vocab, 2)
+                rng.shuffle(text)
+                out.append({"text": " ".join(text), "label": label})
+        frame = pd.DataFrame(out).sample(frac=1, random_state=seed).reset_index(drop=True)
+        frame["source_row"] = range(offset, offset + len(frame))
+        return frame
+
+    return {"train": rows(30, 0), "validation": rows(3, 1000), "test": rows(5, 2000)}
+
+
+# ---------------------------------------------------------------- majority and tfidf
+
+
+def test_majority_predicts_the_most_frequent_train_label(tmp_path, sentiment_splits):
+    result = _run(tmp_path, sentiment_splits, *CLASSIFICATION, "train.baseline.kind=majority")
+    majority = sentiment_splits["train"]["label"].value_counts().idxmax()
+    test = sentiment_splits["test"]
+    predictions = _predictions(result)
+    assert set(predictions["prediction"]) == {majority}
+    assert predictions["reference"].tolist() == test["label"].tolist()
+    share = (test["label"] == majority).mean()
+    assert result.metrics["test_accuracy"] == pytest.approx(share)
+    assert result.metrics["validation_accuracy"] == pytest.approx(
+        (sentiment_splits["validation"]["label"] == majority).mean()
+    )
+    assert result.trainable_params == 0
+    # The record on disk is the one returned.
+    folder = tmp_path / "ws" / "runs" / "sentiment"
+    (run,) = folder.iterdir()
+    assert (run / RESULT_FILE).is_file() and (run / "predictions.parquet").is_file()
+    assert TrainResult.load(run).metrics == result.metrics
+
+
+def test_tfidf_beats_majority_on_learnable_data(tmp_path):
+    data = _toy_sentiment()
+    majority = _run(tmp_path, data, *CLASSIFICATION, "train.baseline.kind=majority", name="a")
+    tfidf = _run(tmp_path, data, *CLASSIFICATION, "train.baseline.kind=tfidf", name="b")
+    assert majority.metrics["test_accuracy"] == pytest.approx(0.5)  # 10 of 20 are negative
+    assert tfidf.metrics["test_accuracy"] >= 0.9
+    assert tfidf.metrics["test_macro_f1"] > majority.metrics["test_macro_f1"] + 0.4
+    predictions = _predictions(tfidf)
+    assert predictions["correct"].mean() == pytest.approx(tfidf.metrics["test_accuracy"])
+    assert predictions["score"].between(0, 1).all()
+    assert predictions["source_row"].tolist() == data["test"]["source_row"].tolist()
+    # Coefficients: one row per class over the vocabulary, plus the intercepts.
+    assert tfidf.trainable_params > 0 and tfidf.trainable_params % 3 == 0
+    assert tfidf.artifact("model").is_file()
+
+
+def test_tfidf_reads_text_pair(tmp_path):
+    """The label lives only in text_pair, so high accuracy proves the pair is used."""
+    data = _toy_sentiment(seed=1)
+    for frame in data.values():
+        frame["text_pair"] = frame["text"]
+        frame["text"] = "same first sentence for every row"
+    result = _run(tmp_path, data, *CLASSIFICATION, "train.baseline.kind=tfidf")
+    assert result.metrics["test_accuracy"] >= 0.9
+    assert _predictions(result)["input"].str.contains("[SEP]", regex=False).all()
+
+
+# ---------------------------------------------------------------- prompting: classification
+
+PROMPT = [*CLASSIFICATION, "train.baseline.kind=prompt", "model.max_length=512"]
+
+
+@pytest.mark.parametrize(
+    ("model", "shots"), [("tiny-gpt2", 0), ("tiny-llama", 0), ("tiny-llama", 3)]
+)
+def test_prompt_scoring_predicts_only_valid_labels_and_is_deterministic(
+    tmp_path, sentiment_splits, model, shots
+):
+    overrides = [*PROMPT, f"model.name={model}", f"train.baseline.prompting.shots={shots}"]
+    first = _run(tmp_path, sentiment_splits, *overrides, name="a")
+    second = _run(tmp_path, sentiment_splits, *overrides, name="b")
+    one, two = _predictions(first), _predictions(second)
+    assert len(one) == len(sentiment_splits["test"])
+    assert set(one["prediction"]) <= set(LABELS)
+    pd.testing.assert_frame_equal(one, two)
+    assert first.metrics == second.metrics
+    assert 0 <= first.metrics["test_accuracy"] <= 1
+    assert first.metrics["test_accuracy"] == pytest.approx(one["correct"].mean())
+    # The prediction is the argmax of the per-label scores.
+    for _, row in one.iterrows():
+        scores = json.loads(row["label_scores"])
+        assert set(scores) == set(LABELS)
+        assert row["prediction"] == max(scores, key=scores.get)
+    assert first.trainable_params == 0 and first.total_params > 0
+    assert first.tokens_per_second and first.tokens_per_second > 0
+    example = first.artifact("prompt_example").read_text(encoding="utf-8")
+    assert sentiment_splits["test"]["text"].iloc[0] in example
+    if model == "tiny-llama":  # it has a chat template: demonstrations are earlier turns
+        assert example.count("<|user|>") == shots + 1
+        assert example.count("<|assistant|>") == shots + 1
+
+
+def test_k_shot_demonstrations_come_from_train_and_cover_the_labels(tmp_path, sentiment_splits):
+    result = _run(
+        tmp_path,
+        sentiment_splits,
+        *PROMPT,
+        "model.name=tiny-gpt2",
+        "train.baseline.prompting.shots=3",
+        'train.baseline.prompting.pattern="Review: {text}\\nSentiment:"',
+    )
+    example = result.artifact("prompt_example").read_text(encoding="utf-8")
+    train_rows = sentiment_splits["train"]
+    shown = train_rows[train_rows["text"].map(lambda t: f"Review: {t}\n" in example)]
+    assert len(shown) == 3
+    assert sorted(shown["label"]) == LABELS  # round-robin over the labels
+    for label in shown["label"]:  # each demonstration is followed by its answer
+        assert f"Sentiment: {label}" in example
+    for split in ("validation", "test"):
+        others = sentiment_splits[split]["text"].iloc[1:]
+        assert not any(f"Review: {t}\n" in example for t in others)
+
+
+def test_demonstrations_are_seeded_and_round_robin():
+    frame = pd.DataFrame({"label": ["a"] * 8 + ["b"] * 3 + ["c"] * 1})
+    picked = _demonstrations(frame, 5, seed=7, task="classification", labels=["a", "b", "c"])
+    assert picked == _demonstrations(frame, 5, 7, "classification", ["a", "b", "c"])
+    assert len(set(picked)) == 5
+    labels = frame["label"].iloc[picked].tolist()
+    assert sorted(labels) == ["a", "a", "b", "b", "c"]
+    other_seeds = {
+        tuple(_demonstrations(frame, 5, s, "classification", ["a", "b", "c"])) for s in range(6)
+    }
+    assert len(other_seeds) > 1
+    assert _demonstrations(frame, 0, 7, "classification", ["a", "b", "c"]) == []
+
+
+def test_verbalizer_missing_a_label_is_refused(tmp_path, sentiment_splits):
+    with pytest.raises(TrainingError) as info:
+        _run(
+            tmp_path,
+            sentiment_splits,
+            *PROMPT,
+            "model.name=tiny-gpt2",
+            "train.baseline.prompting.verbalizer={negative: bad, positive: good}",
+        )
+    assert "'neutral'" in str(info.value)
+    assert "train.baseline.prompting.verbalizer" in str(info.value)
+
+
+def test_verbalizer_words_are_scored_but_labels_predicted(tmp_path, sentiment_splits):
+    result = _run(
+        tmp_path,
+        sentiment_splits,
+        *PROMPT,
+        "model.name=tiny-gpt2",
+        "train.baseline.prompting.verbalizer={negative: bad, neutral: okay, positive: good}",
+        "train.baseline.prompting.max_examples=5",
+    )
+    predictions = _predictions(result)
+    assert len(predictions) == 5  # max_examples caps the scored test rows
+    assert set(predictions["prediction"]) <= set(LABELS)
+    example = result.artifact("prompt_example").read_text(encoding="utf-8")
+    assert "as bad, okay, good." in example  # {choices} are the verbalizations
+    assert "' okay'" in example
+
+
+def test_unknown_pattern_field_is_refused(tmp_path, sentiment_splits):
+    with pytest.raises(TrainingError, match=r"\{review\}"):
+        _run(
+            tmp_path,
+            sentiment_splits,
+            *PROMPT,
+            "model.name=tiny-gpt2",
+            "train.baseline.prompting.pattern='Review: {review}'",
+        )
+
+
+# ---------------------------------------------------------------- prompting: generation, preference
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-t5"])
+def test_generate_mode_gives_strings_and_rouge(tmp_path, instruction_splits, model):
+    result = _run(
+        tmp_path,
+        instruction_splits,
+        "train.method=baseline",
+        "data.task=generation",
+        "data.name=instructions",
+        "train.baseline.kind=prompt",
+        "train.baseline.prompting.mode=generate",
+        "train.baseline.prompting.max_new_tokens=6",
+        "model.max_length=512",
+        f"model.name={model}",
+    )
+    predictions = _predictions(result)
+    test = instruction_splits["test"]
+    assert len(predictions) == len(test)
+    assert predictions["reference"].tolist() == test["response"].tolist()
+    assert all(isinstance(p, str) for p in predictions["prediction"])
+    assert any(p for p in predictions["prediction"])  # something was generated
+    # Only new tokens are decoded: the answer does not repeat the prompt.
+    for prompt, answer in zip(predictions["input"], predictions["prediction"], strict=True):
+        assert not answer.startswith(prompt[:40])
+    for split in ("test", "validation"):
+        for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            assert 0 <= result.metrics[f"{split}_{kind}"] <= 1
+    assert predictions["score"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-t5"])
+def test_preference_prompting_gives_a_loglik_win_rate(tmp_path, preference_splits, model):
+    result = _run(
+        tmp_path,
+        preference_splits,
+        "train.method=baseline",
+        "data.task=preference",
+        "data.name=preferences",
+        "train.baseline.kind=prompt",
+        "model.max_length=512",
+        f"model.name={model}",
+    )
+    rate = result.metrics["test_loglik_win_rate"]
+    assert 0 <= rate <= 1
+    assert 0 <= result.metrics["validation_loglik_win_rate"] <= 1
+    predictions = _predictions(result)
+    assert len(predictions) == len(preference_splits["test"])
+    assert rate == pytest.approx((predictions["score"] > 0).mean())
+    assert (predictions["correct"] == (predictions["score"] > 0)).all()
+    assert (tmp_path / "ws").joinpath("runs", "preferences").is_dir()
+
+
+def test_prompt_needs_a_text_model(tmp_path, sentiment_splits):
+    with pytest.raises(TrainingError, match="encoder"):
+        _run(tmp_path, sentiment_splits, *PROMPT, "model.name=tiny-bert")
+
+
+def test_too_long_prompts_are_refused_not_cut(tmp_path, sentiment_splits):
+    with pytest.raises(TrainingError, match="model.max_length"):
+        _run(
+            tmp_path,
+            sentiment_splits,
+            *CLASSIFICATION,
+            "train.baseline.kind=prompt",
+            "model.name=tiny-gpt2",
+            "model.max_length=16",
+        )
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_shared_prompt_scoring_matches_scoring_each_pair(model):
+    """Scoring choices from one cached prompt pass gives the per-pair log-likelihoods."""
+    from tunelab.train.baseline import _load_lm
+    from tunelab.train.common import DeviceChoice
+
+    lm, _ = _load_lm(config.load(None, [f"model.name={model}"]), DeviceChoice("cpu", "fp32"))
+    lm.batch_size = 2  # batches of different prompt lengths: padding must not leak in
+    texts = ["The movie was great. Sentiment:", "Bad.", "a much longer prompt than the others are"]
+    prompts = [lm.encode_prompt(t) for t in texts]
+    choices = [lm.encode_continuation(t) for t in [" positive", " not good at all", " okay"]]
+    assert len({len(c) for c in choices}) > 1
+    pairwise = lm.logprobs([(p, c) for p in prompts for c in choices], "pairs")
+    shared = [score for row in lm.choice_logprobs(prompts, choices, "shared") for score in row]
+    for (a, n), (b, m) in zip(pairwise, shared, strict=True):
+        assert n == m
+        assert a == pytest.approx(b, abs=1e-3)
+        assert a < 0
