@@ -126,6 +126,12 @@ class PromptingConfig(Section):
         "(always valid), generate = free generation mapped back to a label. Generation data "
         "is always generated; preference data is scored by log-likelihood.",
     )
+    calibrate: bool = Field(
+        False,
+        description="Contextual calibration (score mode): subtract each label's score on "
+        "content-free inputs ('N/A', '', '[MASK]') so the model's prior for a label does not "
+        "decide the answer. Helps small models with a strong label bias.",
+    )
     use_chat_template: bool = Field(
         True, description="Wrap the prompt in the model's chat template when it has one."
     )

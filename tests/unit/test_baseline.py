@@ -313,3 +313,21 @@ def test_shared_prompt_scoring_matches_scoring_each_pair(model):
         assert n == m
         assert a == pytest.approx(b, abs=1e-3)
         assert a < 0
+
+
+def test_calibration_subtracts_one_prior_per_label(tmp_path, sentiment_splits):
+    """Calibrated label scores = raw scores minus a per-label constant (the content-free prior)."""
+    common = [*PROMPT, "model.name=tiny-gpt2"]
+    raw = _run(tmp_path, sentiment_splits, *common, name="raw")
+    calibrated = _run(
+        tmp_path, sentiment_splits, *common, "train.baseline.prompting.calibrate=true", name="cal"
+    )
+    before = _predictions(raw)["label_scores"].map(json.loads)
+    after = _predictions(calibrated)["label_scores"].map(json.loads)
+    for label in LABELS:
+        shift = [b[label] - a[label] for b, a in zip(before, after, strict=True)]
+        assert max(shift) - min(shift) < 2e-3, label  # the same prior for every example
+    priors = [before[0][label] - after[0][label] for label in LABELS]
+    spread = calibrated.metrics["test_calibration_prior_spread"]
+    assert spread == pytest.approx(max(priors) - min(priors), abs=2e-3)
+    assert set(_predictions(calibrated)["prediction"]) <= set(LABELS)

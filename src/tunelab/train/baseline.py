@@ -800,9 +800,13 @@ def _score_classification(cfg, lm: LM, prompter: Prompter, split, frame, encoded
     _check_lengths(encoded, max(len(c) for c in conts), cfg, lm, split)
     scores = lm.choice_logprobs(encoded, conts, f"scoring {split}")
     n = len(labels)
+    prior = [0.0] * n
+    if cfg.train.baseline.prompting.calibrate:
+        prior = _label_prior(lm, prompter, frame, conts)
+        result.metrics[f"{split}_calibration_prior_spread"] = max(prior) - min(prior)
     predictions, best_scores, all_scores = [], [], []
     for row in scores:
-        mean = [total / count for total, count in row]
+        mean = [total / count - bias for (total, count), bias in zip(row, prior, strict=True)]
         best = max(range(n), key=lambda j: mean[j])  # first label wins a tie
         predictions.append(labels[best])
         best_scores.append(mean[best])
@@ -811,6 +815,23 @@ def _score_classification(cfg, lm: LM, prompter: Prompter, split, frame, encoded
         )
     extra = {"score": best_scores, "label_scores": all_scores}
     _record_classification(result, split, frame, predictions, labels, out, extra)
+
+
+# Inputs that carry no content: what the model answers for them is its label prior.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def _label_prior(lm: LM, prompter: Prompter, frame: pd.DataFrame, conts) -> list[float]:
+    """Mean per-token log-likelihood of each label on content-free inputs (Zhao et al.,
+    2021, "Calibrate Before Use"); subtracting it removes the model's bias to a label."""
+    template = frame.iloc[0].to_dict()
+    rows = [
+        {**template, **{c: filler for c in ("text", "text_pair") if c in template}}
+        for filler in CONTENT_FREE
+    ]
+    encoded = [lm.encode_prompt(prompter.render(row)) for row in rows]
+    scores = lm.choice_logprobs(encoded, conts, "calibrating")
+    return [sum(row[j][0] / row[j][1] for row in scores) / len(scores) for j in range(len(conts))]
 
 
 def _generate(cfg, lm: LM, prompter: Prompter, split, frame, encoded, result, out):
