@@ -7,13 +7,11 @@ Run with `make bench`. Prints a Markdown table and, with --write, replaces the
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
+
+from benchlib import machine_line, write_section
 
 from tunelab import config
 from tunelab.data import prepare
@@ -51,8 +49,7 @@ def run() -> str:
         results = {name: time_dataset(name, workspace) for name in DATASETS}
         again = {name: time_dataset(name, workspace) for name in DATASETS}
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python "
-        f"{platform.python_version()}. Command: `make bench`. Date: {date.today()}.",
+        machine_line("make bench"),
         "",
         "Seconds per step on the bundled datasets (after a warm-up run), and the share of each "
         "step in that dataset's total. The last column re-prepares unchanged data.",
@@ -72,15 +69,6 @@ def run() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(table: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    heading = "## Data stage"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{heading}\n\n{table}"
-    pattern = re.compile(rf"{heading}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section, text) if heading in text else text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -88,4 +76,4 @@ if __name__ == "__main__":
     table = run()
     print(table)
     if args.write:
-        write_section(table)
+        write_section("Data stage", table)

@@ -12,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TUNELAB_PROGRESS", "0")  # no progress bars in test output
 
 
 @pytest.fixture
@@ -73,3 +74,9 @@ def instruction_splits():
 @pytest.fixture(scope="session")
 def preference_splits():
     return bundled_splits("preferences", 60)
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled_splits factory, for tests that need other sizes."""
+    return bundled_splits

@@ -169,8 +169,8 @@ class AdapterConfig(Section):
     merge_atol: float = Field(
         1e-3,
         gt=0,
-        description="Largest allowed |merged - unmerged| in the output logits (fp32 rounding "
-        "in a 135M model reaches about 1e-4).",
+        description="Absolute tolerance of the merged == unmerged check on output logits "
+        "(torch.allclose, default rtol 1e-5); fp32 rounding in a 135M model reaches ~1e-4.",
     )
 
 

@@ -23,11 +23,6 @@ CLASSIFICATION = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("TUNELAB_PROGRESS", "0")
-
-
 def _run(tmp_path, data, *overrides, name="ws"):
     cfg = config.load(None, list(overrides))
     return train(cfg, data, workspace=Workspace(tmp_path / name))

@@ -39,11 +39,6 @@ def dpo_config(*overrides: str):
     )
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("TUNELAB_PROGRESS", "0")
-
-
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, preference_splits):
     """One short LoRA DPO run on tiny-llama, shared by the tests that inspect it."""

@@ -42,6 +42,9 @@ class TrainResult:
     trainable_params: int = 0
     total_params: int = 0
     wall_seconds: float = 0.0
+    # Time inside trainer.train() and the optimizer steps it took (none for baselines).
+    train_seconds: float | None = None
+    train_steps: int = 0
     peak_rss_mb: float = 0.0
     cuda_max_allocated_mb: float | None = None
     tokens_per_second: float | None = None
@@ -388,6 +391,12 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
     return output, resume
 
 
+def record_trainer_output(result: TrainResult, output) -> None:
+    """Copy the Trainer's own runtime and step count into the result."""
+    result.train_seconds = round(float((output.metrics or {}).get("train_runtime", 0.0)), 3)
+    result.train_steps = int(output.global_step)
+
+
 def out_of_memory(exc: BaseException) -> TrainingError:
     return TrainingError(
         f"Out of memory while training ({type(exc).__name__}: {str(exc)[:200]}). "
@@ -401,7 +410,7 @@ def history_from(log_history: list[dict]) -> list[dict]:
     """Keep the per-step losses of Trainer.state.log_history (drop the summary row)."""
     rows = []
     for entry in log_history:
-        if "train_runtime" in entry:
+        if "train_loss" in entry:  # the end-of-training summary row
             continue
         row = {"step": entry.get("step"), "epoch": entry.get("epoch")}
         for key, value in entry.items():

@@ -148,6 +148,7 @@ def train(
         result.trainable_params, result.total_params = common.count_parameters(policy)
         output, resumed = common.run_trainer(trainer, output_dir)
         result.resumed_from = resumed
+        common.record_trainer_output(result, output)
         result.history = common.history_from(trainer.state.log_history)
         result.metrics["train_loss"] = float(output.training_loss)
         runtime = (output.metrics or {}).get("train_runtime")

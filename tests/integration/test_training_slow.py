@@ -1,0 +1,58 @@
+"""The real bundled models learn the bundled data: classifiers beat the majority baseline,
+DPO makes the policy prefer the chosen answers on held-out pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunelab import config
+from tunelab.train import train
+from tunelab.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def sentiment(bundled):
+    return bundled("sentiment", 700)
+
+
+def run(name: str, data, tmp_path, *overrides):
+    cfg = config.load(CONFIGS / f"{name}.yaml", list(overrides))
+    return train(cfg, data, Workspace(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def majority_macro_f1(sentiment, tmp_path_factory):
+    result = run("sentiment-majority", sentiment, tmp_path_factory.mktemp("majority"))
+    return result.metrics["test_macro_f1"]
+
+
+@pytest.mark.parametrize("name", ["sentiment-full", "sentiment-lora"])
+def test_minilm_classifier_beats_the_majority_baseline(
+    name, sentiment, tmp_path, majority_macro_f1
+):
+    result = run(name, sentiment, tmp_path)
+    assert result.metrics["test_macro_f1"] > majority_macro_f1 + 0.3, result.metrics
+    assert result.metrics["test_accuracy"] > 0.6
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert losses[-1] < losses[0]
+    if name == "sentiment-lora":
+        assert result.trainable_share < 0.01
+        assert result.metrics["merge_max_abs_diff"] < 1e-3
+
+
+def test_smollm2_dpo_prefers_chosen_on_held_out_pairs(tmp_path, bundled):
+    data = bundled("preferences", 400)
+    cfg = config.load(
+        CONFIGS / "preferences-dpo.yaml",
+        ["train.max_steps=10", "train.learning_rate=1e-4", "train.eval_steps=1000"],
+    )
+    result = train(cfg, data, Workspace(tmp_path))
+    assert result.metrics["test_reward_accuracy"] > 0.5, result.metrics
+    assert result.metrics["test_reward_margin"] > 0
+    assert any("rewards/margins" in h for h in result.history)
