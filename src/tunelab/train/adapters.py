@@ -34,7 +34,8 @@ ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 # Held-out rows in the merge check and the latency batch; timed repeats after a warm-up.
 VERIFY_ROWS = 8
-LATENCY_REPEATS = 7
+LATENCY_REPEATS = 10
+LATENCY_WARMUP = 2
 # Relative tolerance of the merge check, on top of train.adapter.merge_atol (allclose default).
 MERGE_RTOL = 1e-5
 TASK_TYPES = {"classification": "SEQ_CLS", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
@@ -241,8 +242,9 @@ def logits_of(model, batch: dict):
 def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEATS):
     """Median forward-pass time of each model on the batch, in milliseconds.
 
-    The models take turns, one pass each per round after a warm-up round, so a change
-    in machine load affects them alike.
+    The models take turns, one pass each per round after warm-up rounds, and the order
+    reverses every round (A B, B A, ...), so neither load changes nor going first favour
+    one of them.
     """
     import torch
 
@@ -254,15 +256,16 @@ def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEA
     times: dict[str, list[float]] = {name: [] for name in models}
     cuda = torch.cuda.is_available()
     with torch.inference_mode():
-        for round_ in range(repeats + 1):
-            for name, model in models.items():
+        for round_ in range(repeats + LATENCY_WARMUP):
+            order = list(models.items())
+            for name, model in order if round_ % 2 == 0 else order[::-1]:
                 if cuda:
                     torch.cuda.synchronize()
                 started = time.perf_counter()
                 model(**inputs[name])
                 if cuda:
                     torch.cuda.synchronize()
-                if round_:
+                if round_ >= LATENCY_WARMUP:
                     times[name].append((time.perf_counter() - started) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 

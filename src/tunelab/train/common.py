@@ -45,6 +45,9 @@ class TrainResult:
     # Time inside trainer.train() and the optimizer steps it took (none for baselines).
     train_seconds: float | None = None
     train_steps: int = 0
+    # Peak resident memory while trainer.train() ran (peak_rss_mb covers the whole run,
+    # evaluation and merge checks included).
+    train_peak_rss_mb: float | None = None
     peak_rss_mb: float = 0.0
     cuda_max_allocated_mb: float | None = None
     tokens_per_second: float | None = None
@@ -381,13 +384,15 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
 
     resume = last_checkpoint(output_dir)
     try:
-        output = trainer.train(resume_from_checkpoint=resume)
+        with ResourceMeter() as meter:
+            output = trainer.train(resume_from_checkpoint=resume)
     except torch.OutOfMemoryError as exc:
         raise out_of_memory(exc) from None
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
             raise out_of_memory(exc) from None
         raise
+    output.metrics["train_peak_rss_mb"] = round(meter.peak_rss_mb, 1)
     return output, resume
 
 
@@ -395,6 +400,7 @@ def record_trainer_output(result: TrainResult, output) -> None:
     """Copy the Trainer's own runtime and step count into the result."""
     result.train_seconds = round(float((output.metrics or {}).get("train_runtime", 0.0)), 3)
     result.train_steps = int(output.global_step)
+    result.train_peak_rss_mb = (output.metrics or {}).get("train_peak_rss_mb")
 
 
 def out_of_memory(exc: BaseException) -> TrainingError:

@@ -1,0 +1,101 @@
+"""What every training method shares: refusing nonsense early, divergence and OOM errors,
+devices, run folders."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from tunelab import config
+from tunelab.errors import ConfigError, ModelError, TrainingError
+from tunelab.train import check_method, common, train
+from tunelab.workspace import Workspace
+
+
+@pytest.mark.parametrize(
+    ("method", "task", "advice"),
+    [
+        ("dpo", "classification", "baseline, full or an adapter"),
+        ("full", "preference", "method=dpo"),
+        ("lora", "preference", "method=dpo"),
+    ],
+)
+def test_method_task_mismatch_is_refused_before_loading_anything(method, task, advice):
+    cfg = config.load(None, [f"train.method={method}", f"data.task={task}"])
+    with pytest.raises(TrainingError, match=f"train.method={method} cannot train {task}") as err:
+        check_method(cfg)
+    assert advice in str(err.value)
+
+
+def test_sklearn_baselines_need_labels():
+    cfg = config.load(None, ["train.baseline.kind=tfidf", "data.task=generation"])
+    with pytest.raises(TrainingError, match="kind=prompt"):
+        check_method(cfg)
+
+
+def test_unknown_method_names_the_allowed_ones():
+    with pytest.raises(ConfigError) as err:
+        config.load(None, ["train.method=qlora"])
+    assert "train.method" in str(err.value) and "'lora'" in str(err.value)
+
+
+def test_unknown_model_alias_lists_the_aliases(tmp_path, sentiment_splits):
+    cfg = config.load(None, ["train.method=full", "model.name=tiny-gpt5"])
+    with pytest.raises((ModelError, TrainingError)) as err:
+        train(cfg, sentiment_splits, Workspace(tmp_path))
+    assert "tiny-gpt5" in str(err.value) and "tiny-gpt2" in str(err.value)
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    (tmp_path / "checkpoint-10").mkdir()
+    guard = common.divergence_guard()
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    guard.on_log(args, SimpleNamespace(global_step=12), None, logs={"loss": 0.7})  # fine
+    with pytest.raises(TrainingError) as err:
+        guard.on_log(args, SimpleNamespace(global_step=14), None, logs={"loss": math.nan})
+    message = str(err.value)
+    assert "step 14" in message and "checkpoint-10" in message
+    assert "learning_rate" in message
+    assert (tmp_path / "checkpoint-10").is_dir()  # kept
+
+
+def test_out_of_memory_becomes_advice(tmp_path):
+    import torch
+
+    class Exhausted:
+        def train(self, resume_from_checkpoint=None):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(TrainingError) as err:
+        common.run_trainer(Exhausted(), tmp_path)
+    message = str(err.value)
+    assert "Out of memory" in message
+    for advice in ("method=lora", "batch_size", "gradient_checkpointing"):
+        assert advice in message
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(TrainingError, match="no CUDA device"):
+        common.pick_device(config.load(None, ["train.device=cuda"]))
+    cpu = common.pick_device(config.load(None, []))
+    assert (cpu.device, cpu.precision) == ("cpu", "fp32")
+
+
+def test_run_folder_is_stable_and_changes_with_the_training_config(tmp_path):
+    ws = Workspace(tmp_path)
+    cfg = config.load(None, ["train.method=lora", "model.name=minilm-l6"])
+    same = config.load(None, ["train.method=lora", "model.name=minilm-l6"])
+    other = config.load(None, ["train.method=lora", "model.name=minilm-l6", "train.adapter.r=4"])
+    folder = common.run_dir(cfg, ws, "abc")
+    assert folder == common.run_dir(same, ws, "abc")
+    assert folder.name.startswith("lora-minilm-l6-")
+    assert folder != common.run_dir(other, ws, "abc")
+    assert folder != common.run_dir(cfg, ws, "def")  # another data version
+    majority = config.load(None, ["train.baseline.kind=majority"])
+    assert common.run_dir(majority, ws, "abc").name.startswith("baseline-majority-sklearn-")
