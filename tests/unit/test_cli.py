@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from tunelab.cli import app
 
+CONFIGS = Path(__file__).parents[2] / "configs"
+
 HEAVY = (
     "pandas",
     "prefect",
@@ -57,3 +59,31 @@ def test_debug_shows_the_exception():
 )
 def test_every_flow_module_imports(path):
     importlib.import_module(f"flows.{path.stem}")
+
+
+def test_models_list_and_prepare(model_cache):
+    listed = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    for alias in ("minilm-l6", "smollm2-135m-instruct", "tiny-gpt2", "tiny-bert"):
+        assert alias in listed.output
+    prepared = CliRunner().invoke(app, ["models", "prepare", "tiny-bert"])
+    assert prepared.exit_code == 0 and "tiny-bert: ready in" in prepared.output
+    unknown = CliRunner().invoke(app, ["models", "prepare", "tiny-gpt5"])
+    assert unknown.exit_code == 2 and "Unknown alias" in unknown.output
+
+
+def test_train_refuses_a_method_task_mismatch_without_traceback(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "--workdir",
+            str(tmp_path),
+            "train",
+            str(CONFIGS / "sentiment.yaml"),
+            "--set",
+            "train.method=dpo",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "train.method=dpo cannot train classification" in result.output
+    assert "Traceback" not in result.output

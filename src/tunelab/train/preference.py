@@ -41,8 +41,6 @@ COLUMNS = ("prompt", "chosen", "rejected")
 PREDICTIONS_FILE = "predictions.parquet"
 # Plain-text format (no chat template): the response starts on the line after the prompt.
 PLAIN_SEPARATOR = "\n"
-# TrainingArguments fields that older transformers had and common.training_arguments may pass.
-REMOVED_ARGUMENTS = frozenset({"save_safetensors"})
 
 
 def train(
@@ -110,7 +108,7 @@ def train(
             cfg,
             output_dir,
             device,
-            args_class=_dpo_config_factory(DPOConfig),
+            args_class=DPOConfig,
             has_validation="validation" in splits,
             beta=d.beta,
             loss_type=[d.loss_type],
@@ -212,24 +210,6 @@ def _quiet_datasets():
         yield
     finally:
         datasets_logging.enable_progress_bar()
-
-
-def _dpo_config_factory(dpo_config_class):
-    """DPOConfig(**kwargs) without TrainingArguments fields transformers 5 removed.
-
-    common.training_arguments still passes save_safetensors (gone in transformers 5, where
-    safetensors is the only format); dropping it here keeps DPO working either way.
-    """
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(dpo_config_class)}
-
-    def build(**kwargs):
-        for key in REMOVED_ARGUMENTS - known:
-            kwargs.pop(key, None)
-        return dpo_config_class(**kwargs)
-
-    return build
 
 
 # ---------------------------------------------------------------- the policy
