@@ -36,6 +36,8 @@ MERGED_DIR = "merged"
 VERIFY_ROWS = 8
 LATENCY_REPEATS = 10
 LATENCY_WARMUP = 2
+LATENCY_MIN_REPEATS = 3
+LATENCY_BUDGET_S = 20.0
 # Relative tolerance of the merge check, on top of train.adapter.merge_atol (allclose default).
 MERGE_RTOL = 1e-5
 TASK_TYPES = {"classification": "SEQ_CLS", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
@@ -255,8 +257,10 @@ def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEA
         inputs[name] = {k: v.to(device) for k, v in batch.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     cuda = torch.cuda.is_available()
+    rounds = repeats + LATENCY_WARMUP
     with torch.inference_mode():
-        for round_ in range(repeats + LATENCY_WARMUP):
+        round_ = 0
+        while round_ < rounds:
             order = list(models.items())
             for name, model in order if round_ % 2 == 0 else order[::-1]:
                 if cuda:
@@ -265,8 +269,14 @@ def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEA
                 model(**inputs[name])
                 if cuda:
                     torch.cuda.synchronize()
+                seconds = time.perf_counter() - started
                 if round_ >= LATENCY_WARMUP:
-                    times[name].append((time.perf_counter() - started) * 1000)
+                    times[name].append(seconds * 1000)
+                elif round_ == 0:
+                    # Big models on a CPU: fewer repeats, so timing stays within a budget.
+                    affordable = int(LATENCY_BUDGET_S / max(seconds * len(models), 1e-6))
+                    rounds = LATENCY_WARMUP + max(LATENCY_MIN_REPEATS, min(repeats, affordable))
+            round_ += 1
     return {name: statistics.median(values) for name, values in times.items()}
 
 
