@@ -50,6 +50,7 @@ def test_unknown_model_alias_lists_the_aliases(tmp_path, sentiment_splits):
 
 def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(tmp_path):
     (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')
     guard = common.divergence_guard()
     args = SimpleNamespace(output_dir=str(tmp_path))
     guard.on_log(args, SimpleNamespace(global_step=12), None, logs={"loss": 0.7})  # fine
@@ -99,3 +100,16 @@ def test_run_folder_is_stable_and_changes_with_the_training_config(tmp_path):
     assert folder != common.run_dir(cfg, ws, "def")  # another data version
     majority = config.load(None, ["train.baseline.kind=majority"])
     assert common.run_dir(majority, ws, "abc").name.startswith("baseline-majority-sklearn-")
+
+
+def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path):
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')
+    (tmp_path / "checkpoint-20" / "model.safetensors").write_bytes(b"partial")  # killed here
+    assert common.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # torn write
+    assert common.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_step": 20}')
+    assert common.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
+    assert common.last_checkpoint(tmp_path / "missing") is None

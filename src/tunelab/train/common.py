@@ -369,9 +369,27 @@ def divergence_guard():
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in output_dir, or None.
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    The Trainer writes trainer_state.json last, so a job killed while saving leaves a
+    folder without a readable one; that folder is skipped, not resumed from.
+    """
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for folder in output_dir.glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if step.isdigit() and _readable_json(folder / "trainer_state.json"):
+            found.append((int(step), folder))
+    return str(max(found)[1]) if found else None
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
