@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
+from echo_words import echo_frame
 
 from tunelab import config
 from tunelab.errors import TrainingError
@@ -20,11 +20,6 @@ from tunelab.workspace import Workspace
 LABELS = ["negative", "neutral", "positive"]
 # The new classification head, trained along with any adapter: BERT's has a bias, GPT-2's not.
 HEAD_PARAMS = {"tiny-bert": 64 * 3 + 3, "tiny-gpt2": 64 * 3}
-WORDS = [
-    "apple", "river", "stone", "cloud", "tiger", "piano", "bread", "lemon",
-    "chair", "ocean", "maple", "robot", "candle", "garden", "pepper", "silver",
-    "window", "rocket", "castle", "button",
-]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +61,7 @@ def sentiment(sentiment_splits):
 
 
 def echo_data() -> dict:
-    frame = pd.DataFrame([{"prompt": f"Repeat the word: {w}", "response": w} for w in WORDS])
+    frame = echo_frame()
     return {
         "train": frame.iloc[:16].reset_index(drop=True),
         "validation": frame.iloc[16:18].reset_index(drop=True),

@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 import pytest
+from echo_words import WORDS, echo_frame
 
 from tunelab import config, models
 from tunelab.errors import TrainingError
@@ -19,11 +20,6 @@ from tunelab.train import train as run_training
 from tunelab.workspace import Workspace
 
 LABELS = ["negative", "neutral", "positive"]
-WORDS = [
-    "apple", "river", "stone", "cloud", "tiger", "piano", "bread", "lemon",
-    "chair", "ocean", "maple", "robot", "candle", "garden", "pepper", "silver",
-    "window", "rocket", "castle", "button",
-]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +72,7 @@ def small(splits: dict, train: int = 16, held_out: int = 6) -> dict:
 
 def echo_data(train: int = 16, held_out: int = 4) -> dict:
     """A learnable generation set: repeat the word in the prompt."""
-    rows = [{"prompt": f"Repeat the word: {w}", "response": w} for w in WORDS]
-    frame = pd.DataFrame(rows)
+    frame = echo_frame()
     return {
         "train": frame.iloc[:train].reset_index(drop=True),
         "validation": frame.iloc[train : train + held_out // 2].reset_index(drop=True),
