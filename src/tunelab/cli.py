@@ -17,8 +17,13 @@ config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare, inspect and restore dataset versions.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 models_app = typer.Typer(help="Bundled model aliases: list and prepare.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="The MLflow model registry: versions, aliases, promotion, rollback.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(registry_app, name="registry")
 
 _state = {"debug": False}
 
@@ -229,13 +234,15 @@ def train_cmd(
     ],
     overrides: Overrides = None,
 ) -> None:
-    """Validate the data, train one method and print its metrics; files land in runs/."""
+    """Validate the data, train one method, evaluate it, track it in MLflow, register it
+    and run the promotion gate; files land in runs/."""
     from tunelab import config as config_mod
-    from tunelab.train import train_from_config
+    from tunelab.lifecycle import train_and_register
 
     cfg = _run(config_mod.load, config, overrides)
-    result = _run(train_from_config, cfg, _workspace())
-    _print_result(result)
+    outcome = _run(train_and_register, cfg, _workspace())
+    _print_result(outcome.result)
+    _print_outcome(outcome)
 
 
 def _print_result(result) -> None:
@@ -266,6 +273,43 @@ def _print_result(result) -> None:
     console.print(f"Run folder: {result.output_dir}")
     for name, rel in result.artifacts.items():
         console.print(f"  {name}: {rel}")
+
+
+def _print_outcome(outcome) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    card = outcome.card
+    if card.ok:
+        level = round(card.ci_level * 100)
+        line = (
+            f"Test {card.primary_metric}: {card.primary:.4f} ({level}% CI {card.ci_low:.4f} "
+            f"to {card.ci_high:.4f}, {card.test_rows} rows)"
+        )
+        p50, p95 = card.costs.get("latency_p50_ms"), card.costs.get("latency_p95_ms")
+        if p50 is not None:
+            line += f"; latency p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+        console.print(line)
+    else:
+        console.print(f"[bold red]Evaluation failed:[/] {escape(card.error or '')}")
+    if outcome.tracked:
+        console.print(
+            f"MLflow run: {outcome.tracked.run_id}"
+            + (f" ({outcome.tracked.run_url})" if outcome.tracked.run_url else "")
+        )
+    if outcome.not_registered:
+        console.print(f"Not registered: {escape(outcome.not_registered)}.")
+    elif outcome.decision:
+        console.print(
+            f"Registered {outcome.model_name} version {outcome.version}: "
+            f"[bold]{outcome.decision.outcome}[/]. {escape(outcome.decision.reason)}"
+        )
+        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted((outcome.aliases or {}).items()))
+        console.print(f"Aliases of {outcome.model_name}: {aliases or 'none'}")
+    from tunelab import tracking
+
+    console.print(escape(tracking.resolve(_workspace()).ui_hint()))
 
 
 @models_app.command("list")
@@ -301,6 +345,134 @@ def models_prepare(
 
     path = _run(models.prepare_alias, alias, force)
     typer.echo(f"{alias}: ready in {path}")
+
+
+def _tracking():
+    """The MLflow target of registry commands ($MLFLOW_TRACKING_URI or the workspace store)."""
+    from tunelab import tracking
+
+    return _run(tracking.setup, _workspace())
+
+
+@registry_app.command("list")
+def registry_list(
+    name: Annotated[str | None, typer.Argument(help="Registered model; none = all.")] = None,
+) -> None:
+    """Registered models, their versions, aliases, metrics and gate decisions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunelab import registry
+
+    target = _tracking()
+    rows = _run(registry.list_versions, target, name)
+    if not rows:
+        typer.echo(f"No registered models at {target.shown}. Train one with `tunelab train`.")
+        return
+    table = Table(title=f"Registered models at {target.shown}")
+    for column in ("model", "version", "aliases", "method", "metric", "data_version", "decision"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            *(
+                row[c]
+                for c in (
+                    "model",
+                    "version",
+                    "aliases",
+                    "method",
+                    "metric",
+                    "data_version",
+                    "decision",
+                )
+            )
+        )
+    Console().print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Required: promotion outside the gate is manual.")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded on the version).")
+    ] = "no reason given",
+) -> None:
+    """Make VERSION the champion by hand (recorded as a manual decision)."""
+    from tunelab import registry
+
+    if not force:
+        _fail(
+            _user_error(
+                "Promotion outside the gate is a manual decision: add --force (and --reason). "
+                "`tunelab train` promotes through the gate automatically."
+            )
+        )
+    change = _run(registry.promote, _tracking(), name, version, reason)
+    typer.echo(
+        f"{name}: champion is now version {change.version} "
+        f"(was {change.before.get('champion', 'none')})."
+    )
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+) -> None:
+    """Restore the previous champion (champion <- previous)."""
+    from tunelab import registry
+
+    change = _run(registry.rollback, _tracking(), name)
+    typer.echo(
+        f"{name}: champion is now version {change.version} "
+        f"(was {change.before.get('champion', 'none')})."
+    )
+
+
+@app.command("predict")
+def predict_cmd(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    text: Annotated[str | None, typer.Argument(help="One input text.")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="CSV with a text/prompt column.")
+    ] = None,
+    output_file: Annotated[
+        Path | None, typer.Option("--output", help="CSV to write (input + prediction).")
+    ] = None,
+    column: Annotated[str | None, typer.Option("--column", help="Input column name.")] = None,
+) -> None:
+    """Predict with a registered model, loaded through models:/NAME@ALIAS."""
+    from tunelab import predict
+
+    if (text is None) == (input_file is None):
+        _fail(_user_error("Give either one TEXT or --input FILE.csv (with --output)."))
+    if input_file is not None and output_file is None:
+        _fail(_user_error("--input needs --output: the CSV to write the predictions to."))
+    loaded = _run(predict.load, _tracking(), reference)
+    if text is not None:
+        typer.echo(_run(loaded.predict, [text])[0])
+        return
+    import pandas as pd
+    from rich.progress import Progress
+
+    rows = len(pd.read_csv(input_file)) if input_file.is_file() else 0
+    with Progress(disable=not rows) as bar:
+        task = bar.add_task(f"{loaded.name} v{loaded.version}", total=rows)
+        count = _run(
+            predict.predict_file,
+            loaded,
+            input_file,
+            output_file,
+            column,
+            progress=lambda n: bar.advance(task, n),
+        )
+    typer.echo(
+        f"{count} predictions from {loaded.uri} (version {loaded.version}) written "
+        f"to {output_file}."
+    )
 
 
 def _user_error(message: str) -> Exception:

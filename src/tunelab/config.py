@@ -249,6 +249,20 @@ class RegistryConfig(Section):
     significance: float = Field(
         0.05, gt=0, lt=1, description="Largest p-value of the paired test that can promote."
     )
+    max_latency_p95_ms: float | None = Field(
+        None, gt=0, description="Refuse promotion above this p95 per-example latency (ms)."
+    )
+    max_model_size_mb: float | None = Field(
+        None, gt=0, description="Refuse promotion above this model size on disk (MB)."
+    )
+    auto_register: bool = Field(
+        True, description="Register servable runs and run the promotion gate after training."
+    )
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (an `mlflow server`); None = $MLFLOW_TRACKING_URI, "
+        "else the sqlite store in the workspace's mlruns/.",
+    )
 
 
 class RunConfig(Section):

@@ -47,3 +47,15 @@ class ModelError(TunelabError):
 
 class TrainingError(TunelabError):
     """Training cannot start or stopped: bad method/task/settings, divergence, out of memory."""
+
+
+class EvaluationError(TunelabError):
+    """A run cannot be evaluated: no predictions, no test split, a non-finite metric."""
+
+
+class TrackingError(TunelabError):
+    """The MLflow tracking server or store cannot be reached or refused a write."""
+
+
+class RegistryError(TunelabError):
+    """A registry operation was refused: unknown model or alias, unevaluated run, bad gate."""

@@ -424,6 +424,11 @@ def _write_record(workspace: Workspace, record: DataVersion, attachments: dict[s
     _replace_bytes(folder / RECORD, _dump_json(stored))
 
 
+def find_version(name: str, version: str, workspace: Workspace) -> DataVersion:
+    """The record of one version (a unique prefix of 4+ characters also matches)."""
+    return _find_version(name, version, workspace)
+
+
 def _find_version(name: str, version: str, workspace: Workspace) -> DataVersion:
     versions = list_versions(name, workspace)
     if not versions:

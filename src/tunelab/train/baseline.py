@@ -219,6 +219,11 @@ def _tfidf(
         if split == "test":
             proba = pipeline.predict_proba(_inputs(frame))
             extra = {"score": proba.max(axis=1).tolist()}  # probability of the predicted label
+            # One column per label (0 for labels the model never saw): calibration metrics.
+            classes = [str(c) for c in pipeline.classes_]
+            for label in labels:
+                column = proba[:, classes.index(label)] if label in classes else [0.0] * len(frame)
+                extra[f"prob_{label}"] = list(column)
         _record_classification(result, split, frame, predictions, labels, output_dir, extra)
 
 

@@ -1,0 +1,85 @@
+"""The model card of a registered version, rendered from the run's own records.
+
+The same text goes into the logged model (README.md of the transformers artifact) and
+into the registry version's description, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tunelab.scorecard import Scorecard
+from tunelab.train.common import TrainResult
+
+INTENDED_USE = {
+    "classification": "Labels a short text with one of: {labels}.",
+    "generation": "Answers an instruction or prompt with generated text.",
+    "preference": "Generates answers tuned towards the preferred responses of a "
+    "preference dataset (chosen over rejected).",
+}
+LIMITATIONS = [
+    "Trained and evaluated on one small dataset; scores on other text may be much lower.",
+    "The test split is small: read the confidence interval, not just the point estimate.",
+    "Not evaluated for bias, toxicity or safety.",
+]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    return "n/a" if value is None else str(value)
+
+
+def render(
+    result: TrainResult, card: Scorecard, run_id: str | None = None, labels: list[str] | None = None
+) -> str:
+    """Markdown: intended use, data, metrics, costs, limitations, lineage."""
+    labels = labels or _labels(card)
+    use = INTENDED_USE[card.task].format(labels=", ".join(labels) if labels else "its labels")
+    level = round(card.ci_level * 100)
+    lines = [
+        f"# {result.dataset}: {card.method} on {result.model}",
+        "",
+        "## Intended use",
+        use,
+        "",
+        "## Data",
+        f"- dataset `{result.dataset}`, data version `{result.data_version or 'unrecorded'}`",
+        f"- evaluated on the frozen test split (md5 `{card.test_split or 'unrecorded'}`, "
+        f"{card.test_rows} rows)",
+        "",
+        "## Metrics (test split)",
+        "| metric | value |",
+        "|---|---|",
+        f"| **{card.primary_metric}** (primary) | **{_fmt(card.primary)}** "
+        f"({level}% CI {_fmt(card.ci_low)} to {_fmt(card.ci_high)}, "
+        f"{card.resamples} bootstrap resamples) |",
+    ]
+    for key in sorted(card.metrics):
+        if key.startswith("test_") and key != f"test_{card.primary_metric}":
+            lines.append(f"| {key.removeprefix('test_')} | {_fmt(card.metrics[key])} |")
+    lines += ["", "## Costs", "| | |", "|---|---|"]
+    for key, value in card.costs.items():
+        if value is not None:
+            lines.append(f"| {key} | {_fmt(value)} |")
+    lines += ["", "## Limitations", *[f"- {item}" for item in LIMITATIONS]]
+    for note in result.notes:
+        lines.append(f"- {note}")
+    lines += [
+        "",
+        "## Lineage",
+        f"- method `{card.method}`, base model `{result.model}`, device {result.device} "
+        f"({result.precision})",
+        f"- run folder `{result.output_dir.rsplit('/', 1)[-1]}`"
+        + (f", MLflow run `{run_id}`" if run_id else ""),
+        "- library versions: "
+        + ", ".join(f"{k} {v}" for k, v in sorted((result.versions or {}).items())),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _labels(card: Scorecard) -> list[str] | None:
+    table = card.predictions()
+    if table is None or "reference" not in table.columns or card.task != "classification":
+        return None
+    return sorted(set(table["reference"].astype(str)))

@@ -1,0 +1,113 @@
+"""Predict with a registered model: ``NAME@ALIAS`` (or ``NAME/VERSION``) through
+``models:/...``, exactly as any MLflow user would load it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tunelab import registry
+from tunelab.errors import RegistryError
+from tunelab.tracking import Tracking, call
+
+REFERENCE = re.compile(r"^(?P<name>[^@/\s]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+INPUT_COLUMNS = ("text", "prompt", "input")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    uri: str
+    model: object  # mlflow.pyfunc.PyFuncModel
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """Labels (classifiers) or generated text (generators), one per input."""
+        output = self.model.predict(list(texts))
+        if isinstance(output, pd.DataFrame):
+            column = "label" if "label" in output.columns else output.columns[0]
+            return output[column].astype(str).tolist()
+        if isinstance(output, str):
+            return [output]
+        return [str(o) for o in output]
+
+
+def parse(reference: str) -> tuple[str, str | None, str | None]:
+    match = REFERENCE.match(reference.strip())
+    if not match:
+        raise RegistryError(
+            f"'{reference}' is not a model reference. Use NAME@ALIAS (e.g. "
+            "sentiment-classifier@champion) or NAME/VERSION (e.g. sentiment-classifier/3)."
+        )
+    return match["name"], match["alias"], match["version"]
+
+
+def load(tracking: Tracking, reference: str) -> LoadedModel:
+    """Resolve the reference in the registry (clear errors), then load it as a pyfunc."""
+    import mlflow.pyfunc
+
+    name, alias, version = parse(reference)
+    known = registry.aliases(tracking, name)  # unknown model -> lists registered models
+    if alias is not None:
+        if alias not in known:
+            listing = ", ".join(f"@{a} (v{v})" for a, v in sorted(known.items())) or "none"
+            raise RegistryError(
+                f"{name} has no alias '{alias}'. Its aliases: {listing}. See "
+                f"`tunelab registry list {name}`."
+            )
+        version = known[alias]
+    uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+    registry.version_info(tracking, name, version)  # unknown version -> lists versions
+    model = call(tracking, f"load {uri}", lambda: mlflow.pyfunc.load_model(uri))
+    return LoadedModel(name, str(version), uri, model)
+
+
+def input_column(frame: pd.DataFrame, column: str | None, where: Path) -> str:
+    if column:
+        if column not in frame.columns:
+            raise RegistryError(
+                f"{where} has no column '{column}'. Its columns: {', '.join(frame.columns)}."
+            )
+        return column
+    for candidate in INPUT_COLUMNS:
+        if candidate in frame.columns:
+            return candidate
+    raise RegistryError(
+        f"{where} has none of the input columns {', '.join(INPUT_COLUMNS)} (it has "
+        f"{', '.join(map(str, frame.columns))}). Name the column with --column."
+    )
+
+
+def predict_file(
+    loaded: LoadedModel,
+    source: Path,
+    target: Path,
+    column: str | None = None,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Read a CSV, add a 'prediction' column, write a CSV; returns the row count.
+
+    The output is written to a temporary file and moved into place at the end, so a
+    failure never leaves a half-written output.
+    """
+    if not source.is_file():
+        raise RegistryError(f"Input file {source} does not exist.")
+    frame = pd.read_csv(source)
+    texts = frame[input_column(frame, column, source)].fillna("").astype(str).tolist()
+    predictions: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        predictions.extend(loaded.predict(chunk))
+        if progress:
+            progress(len(chunk))
+    frame["prediction"] = predictions
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    frame.to_csv(partial, index=False)
+    partial.replace(target)
+    return len(frame)

@@ -1,0 +1,376 @@
+"""The MLflow model registry: register evaluated runs, run the promotion gate, move aliases.
+
+Aliases: ``challenger`` (the newest version that was not promoted), ``champion`` (what
+``models:/NAME@champion`` serves), ``previous`` (the champion before the last promotion,
+for rollback). Alias moves are always the last step of an operation and are read back;
+a failure before them leaves every alias where it was.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tunelab import gate
+from tunelab.config import RunConfig
+from tunelab.errors import RegistryError
+from tunelab.scorecard import PREDICTIONS_FILE, Scorecard
+from tunelab.tracking import TAG, TrackedRun, Tracking, call
+from tunelab.train.common import TrainResult
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+ROLE = {"classification": "classifier", "generation": "generator", "preference": "policy"}
+PREDICTIONS_ARTIFACT = f"evaluation/{PREDICTIONS_FILE}"
+
+
+def model_name(cfg: RunConfig) -> str:
+    """registry.model_name, else '<dataset>-<role>' (sentiment-classifier, ...)."""
+    return cfg.registry.model_name or f"{cfg.data.name}-{ROLE[cfg.data.task]}"
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+# ---------------------------------------------------------------- registering
+
+
+def register(
+    tracking: Tracking,
+    cfg: RunConfig,
+    result: TrainResult,
+    card: Scorecard,
+    tracked: TrackedRun,
+) -> str:
+    """Create a new version of the run's model (with tags and model card); returns it.
+
+    Refused for runs whose evaluation failed or that have no servable model.
+    """
+    from tunelab import model_card
+
+    name = model_name(cfg)
+    if not card.ok:
+        raise RegistryError(
+            f"Refusing to register the {card.method} run {tracked.run_id} as {name}: its "
+            f"evaluation failed ({card.error}). Fix the run and train it again."
+        )
+    if tracked.model_uri is None:
+        raise RegistryError(
+            f"Refusing to register the {card.method} run {tracked.run_id} as {name}: it has "
+            f"no servable model ({card.not_servable or 'no model was logged'})."
+        )
+    client = _client()
+    _ensure_registered_model(tracking, name, cfg)
+    level = round(card.ci_level * 100)
+    tags = {
+        "method": card.method,
+        "base_model": result.model,
+        "data_version": result.data_version or "unrecorded",
+        "test_split": card.test_split or "unrecorded",
+        "run_id": tracked.run_id,
+        "primary_metric": card.primary_metric,
+        card.primary_metric: f"{card.primary:.6g}",
+        f"{card.primary_metric}_ci{level}": f"[{card.ci_low:.4g}, {card.ci_high:.4g}]",
+    }
+    description = model_card.render(result, card, run_id=tracked.run_id)
+    version = call(
+        tracking,
+        f"register a version of {name}",
+        lambda: client.create_model_version(
+            name,
+            source=tracked.model_uri,
+            run_id=tracked.run_id,
+            tags=tags,
+            description=description,
+            run_link=tracked.run_url,
+            model_id=tracked.model_id,
+        ),
+    )
+    return str(version.version)
+
+
+def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> None:
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
+    except MlflowException:
+        call(
+            tracking,
+            f"create registered model {name}",
+            lambda: client.create_registered_model(
+                name,
+                tags={"dataset": cfg.data.name, "task": cfg.data.task},
+                description=f"{cfg.data.task} models trained on dataset '{cfg.data.name}' "
+                f"by tunelab. Serve `models:/{name}@{CHAMPION}`.",
+            ),
+        )
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def aliases(tracking: Tracking, name: str) -> dict[str, str]:
+    """alias -> version of a registered model; RegistryError listing models if unknown."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        model = call(tracking, f"read {name}", lambda: client.get_registered_model(name))
+    except MlflowException:
+        known = [m.name for m in call(tracking, "list models", client.search_registered_models)]
+        raise RegistryError(
+            f"No registered model named '{name}' at {tracking.shown}. Registered models: "
+            f"{', '.join(sorted(known)) or 'none yet (train a model first)'}."
+        ) from None
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _predictions_of(tracking: Tracking, run_id: str) -> pd.DataFrame:
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = call(
+            tracking,
+            f"download the predictions of run {run_id}",
+            lambda: download_artifacts(
+                run_id=run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
+            ),
+        )
+        return pd.read_parquet(path)
+
+
+def champion_reference(tracking: Tracking, name: str) -> gate.Reference | None:
+    version = aliases(tracking, name).get(CHAMPION)
+    if version is None:
+        return None
+    mv = call(
+        tracking, f"read {name} v{version}", lambda: _client().get_model_version(name, version)
+    )
+    run = call(tracking, f"read run {mv.run_id}", lambda: _client().get_run(mv.run_id))
+    return gate.Reference(
+        label=f"champion v{version} ({mv.tags.get('method', '?')})",
+        table=_predictions_of(tracking, mv.run_id),
+        test_split=run.data.tags.get(f"{TAG}test_split"),
+        version=version,
+        run_id=mv.run_id,
+    )
+
+
+def baseline_references(
+    tracking: Tracking, experiment_id: str, card: Scorecard, exclude_run: str | None = None
+) -> list[gate.Reference]:
+    """Finished, evaluated baseline runs on the challenger's test split (a TF-IDF
+    challenger's own run excluded: it is not its own bar)."""
+    if not card.test_split:
+        return []
+    query = (
+        f"tags.`{TAG}role` = 'baseline' and tags.`{TAG}test_split` = '{card.test_split}' "
+        f"and tags.`{TAG}evaluation` = 'ok' and attributes.status = 'FINISHED'"
+    )
+    runs = call(
+        tracking,
+        "find baseline runs",
+        lambda: _client().search_runs([experiment_id], filter_string=query, max_results=50),
+    )
+    references = []
+    for run in runs:
+        if run.info.run_id == exclude_run:
+            continue
+        method = run.data.tags.get(f"{TAG}method", "baseline")
+        references.append(
+            gate.Reference(
+                label=f"{method} (run {run.info.run_id[:8]})",
+                table=_predictions_of(tracking, run.info.run_id),
+                test_split=card.test_split,
+                run_id=run.info.run_id,
+            )
+        )
+    return references
+
+
+def judge(
+    tracking: Tracking, cfg: RunConfig, card: Scorecard, tracked: TrackedRun
+) -> gate.Decision:
+    """The gate's decision for a registered challenger (nothing is changed here)."""
+    table = card.predictions()
+    if table is None:
+        raise RegistryError(f"{card.run_dir} has no predictions to compare.")
+    name = model_name(cfg)
+    champion = champion_reference(tracking, name)
+    baselines = (
+        []
+        if champion
+        else baseline_references(tracking, tracked.experiment_id, card, tracked.run_id)
+    )
+    return gate.decide(card, table, cfg, champion, baselines)
+
+
+# ---------------------------------------------------------------- alias moves
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    name: str
+    version: str
+    before: dict[str, str]
+    after: dict[str, str]
+
+
+def apply_decision(
+    tracking: Tracking, name: str, version: str, run_id: str, decision: gate.Decision
+) -> AliasChange:
+    """Record the decision (version tags, a note in the run), then move aliases last.
+
+    Promoted: champion <- version, previous <- the old champion, challenger cleared.
+    Not promoted: challenger <- version.
+    """
+    client = _client()
+    before = aliases(tracking, name)
+    for key, value in decision.to_tags().items():
+        call(
+            tracking,
+            "tag the version",
+            lambda k=key, v=value: client.set_model_version_tag(name, version, k, v),
+        )
+    note = decision.to_markdown(name, version)
+    call(
+        tracking,
+        "write the decision note",
+        lambda: client.set_tag(run_id, "mlflow.note.content", note),
+    )
+    call(
+        tracking,
+        "log the decision",
+        lambda: client.log_dict(run_id, decision.to_dict(), "promotion/decision.json"),
+    )
+    if decision.promote or decision.forced:
+        moves = {CHAMPION: version}
+        if before.get(CHAMPION) and before[CHAMPION] != version:
+            moves[PREVIOUS] = before[CHAMPION]
+    else:
+        moves = {CHALLENGER: version}
+    after = _move_aliases(tracking, name, moves)
+    if (decision.promote or decision.forced) and CHALLENGER in after:
+        # The challenger lost its chance: a newer or better version now holds champion.
+        call(
+            tracking,
+            "clear challenger",
+            lambda: client.delete_registered_model_alias(name, CHALLENGER),
+        )
+        after.pop(CHALLENGER)
+    return AliasChange(name, version, before, after)
+
+
+def _move_aliases(tracking: Tracking, name: str, moves: dict[str, str]) -> dict[str, str]:
+    """Set aliases (previous first, champion last) and verify them by reading back."""
+    client = _client()
+    order = [a for a in (PREVIOUS, CHALLENGER, CHAMPION) if a in moves]
+    for alias in order:
+        call(
+            tracking,
+            f"set alias {alias}",
+            lambda a=alias: client.set_registered_model_alias(name, a, moves[a]),
+        )
+    after = aliases(tracking, name)
+    wrong = {a: v for a, v in moves.items() if after.get(a) != v}
+    if wrong:
+        raise RegistryError(
+            f"Alias moves on {name} did not stick: wanted {wrong}, the registry says "
+            f"{after}. Check the registry with `tunelab registry list {name}`."
+        )
+    return after
+
+
+def promote(tracking: Tracking, name: str, version: str, reason: str) -> AliasChange:
+    """A manual promotion (--force): logged as such on the version and its run."""
+    mv = version_info(tracking, name, version)
+    decision = gate.Decision(
+        promote=True,
+        reason=f"Promoted by hand: {reason}",
+        metric=mv.tags.get("primary_metric", ""),
+        versus="manual decision",
+        forced=True,
+    )
+    return apply_decision(tracking, name, version, mv.run_id, decision)
+
+
+def rollback(tracking: Tracking, name: str) -> AliasChange:
+    """champion <- previous; the demoted champion becomes the new 'previous'."""
+    before = aliases(tracking, name)
+    if PREVIOUS not in before:
+        raise RegistryError(
+            f"{name} has no 'previous' version to roll back to (aliases: {before or 'none'}). "
+            f"Promote a version by hand with `tunelab registry promote {name} VERSION --force`."
+        )
+    target, demoted = before[PREVIOUS], before.get(CHAMPION)
+    client = _client()
+    call(
+        tracking,
+        "tag the rollback",
+        lambda: client.set_model_version_tag(
+            name, target, "gate.decision", f"restored by rollback (replacing v{demoted})"
+        ),
+    )
+    moves = {CHAMPION: target}
+    if demoted:
+        moves[PREVIOUS] = demoted
+    after = _move_aliases(tracking, name, moves)
+    return AliasChange(name, target, before, after)
+
+
+def version_info(tracking: Tracking, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    aliases(tracking, name)  # a clear error for an unknown model
+    try:
+        return call(
+            tracking,
+            f"read {name} v{version}",
+            lambda: _client().get_model_version(name, str(version)),
+        )
+    except MlflowException:
+        versions = [v.version for v in _client().search_model_versions(f"name = '{name}'")]
+        raise RegistryError(
+            f"{name} has no version {version}. Versions: {', '.join(sorted(versions, key=int))}."
+        ) from None
+
+
+def list_versions(tracking: Tracking, name: str | None = None) -> list[dict]:
+    """One row per version: model, version, aliases, method, primary metric, decision."""
+    client = _client()
+    names = (
+        [name]
+        if name
+        else [m.name for m in call(tracking, "list models", client.search_registered_models)]
+    )
+    rows = []
+    for model in sorted(names):
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases(tracking, model).items():
+            by_version.setdefault(version, []).append(alias)
+        versions = call(
+            tracking,
+            f"list versions of {model}",
+            lambda m=model: client.search_model_versions(f"name = '{m}'"),
+        )
+        for mv in sorted(versions, key=lambda v: int(v.version)):
+            metric = mv.tags.get("primary_metric", "")
+            rows.append(
+                {
+                    "model": model,
+                    "version": str(mv.version),
+                    "aliases": ", ".join(sorted(by_version.get(str(mv.version), []))),
+                    "method": mv.tags.get("method", ""),
+                    "metric": f"{metric} {mv.tags.get(metric, '')}".strip(),
+                    "data_version": mv.tags.get("data_version", ""),
+                    "decision": mv.tags.get("gate.decision", ""),
+                    "run_id": mv.run_id or "",
+                }
+            )
+    return rows

@@ -1,0 +1,164 @@
+"""What a finished run can serve, and how: one ``Servable`` per run folder.
+
+The same object is logged to MLflow (transformers flavor for language models, a small
+pyfunc for the TF-IDF baseline) and used to time per-example inference, so the latency
+in a run's scorecard is the latency of what gets registered.
+
+Runs with nothing to serve (majority class, prompting baselines, prefix/prompt tuning
+that cannot be merged) get ``servable() -> None`` and a reason from ``why_not_servable``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from tunelab.train.common import TrainResult
+
+HF_TASKS = {
+    ("classification", "encoder"): "text-classification",
+    ("classification", "decoder"): "text-classification",
+    ("classification", "seq2seq"): "text-classification",
+    ("generation", "decoder"): "text-generation",
+    ("generation", "seq2seq"): "text2text-generation",
+    ("preference", "decoder"): "text-generation",
+}
+# Generation settings of a served generator: greedy and bounded, as in evaluation.
+# Read-only: MLflow's log_model adds keys to the model_config it is given.
+GENERATION_CONFIG = MappingProxyType({"max_new_tokens": 64, "do_sample": False})
+PROMPT_PLACEHOLDER = "{prompt}"
+
+
+@dataclass(frozen=True)
+class Servable:
+    """A model folder (or scikit-learn file) a run produced, and how to serve it."""
+
+    kind: str  # "transformers" | "sklearn"
+    path: Path
+    task: str  # the run's data task: classification | generation | preference
+    hf_task: str | None = None  # transformers pipeline task
+
+    @property
+    def is_generator(self) -> bool:
+        return self.task in ("generation", "preference")
+
+    def size_mb(self) -> float:
+        """Bytes on disk of the served model (folder or file), in MiB."""
+        if self.path.is_file():
+            return self.path.stat().st_size / 2**20
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) / 2**20
+
+    def pipeline(self):
+        """The transformers pipeline over the saved folder (CPU; what MLflow logs)."""
+        from transformers import pipeline
+
+        return pipeline(self.hf_task, model=str(self.path), tokenizer=str(self.path), device="cpu")
+
+    def prompt_template(self, pipe) -> str | None:
+        """The chat framing the model was trained with, as MLflow's ``prompt_template``.
+
+        Generators fine-tuned on chat-templated text must be prompted the same way; baking
+        the template into the logged model makes ``models:/NAME@ALIAS`` do it for any caller.
+        """
+        tokenizer = pipe.tokenizer
+        if not self.is_generator or not getattr(tokenizer, "chat_template", None):
+            return None
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPT_PLACEHOLDER}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        # MLflow formats the template with str.format-like rules: other braces would break it.
+        stripped = rendered.replace(PROMPT_PLACEHOLDER, "")
+        if "{" in stripped or "}" in stripped or PROMPT_PLACEHOLDER not in rendered:
+            return None
+        return rendered
+
+    def predictor(self):
+        """A callable texts -> answers (labels or generations) for timing and checks."""
+        if self.kind == "sklearn":
+            pipeline = load_sklearn(self.path)
+            return lambda texts: [str(p) for p in pipeline.predict(list(texts))]
+        pipe = self.pipeline()
+        template = self.prompt_template(pipe)
+        if not self.is_generator:
+            return lambda texts: [row["label"] for row in pipe(list(texts))]
+
+        def generate(texts):
+            prompts = [template.replace(PROMPT_PLACEHOLDER, t) if template else t for t in texts]
+            outputs = pipe(prompts, return_full_text=False, **GENERATION_CONFIG)
+            return [out[0]["generated_text"].strip() for out in outputs]
+
+        return generate
+
+
+def servable(result: TrainResult) -> Servable | None:
+    """The run's servable model, or None (see ``why_not_servable``)."""
+    from tunelab import models
+
+    if why_not_servable(result):
+        return None
+    folder = Path(result.output_dir)
+    if result.method == "baseline":
+        return Servable("sklearn", folder / result.artifacts["model"], result.task)
+    name = "merged" if "merged" in result.artifacts else "model"
+    path = folder / result.artifacts[name]
+    family = models.read_family(path)
+    return Servable("transformers", path, result.task, HF_TASKS.get((result.task, family)))
+
+
+def why_not_servable(result: TrainResult) -> str | None:
+    """Why a run has no model to register, or None when it has one."""
+    from tunelab import models
+
+    model_file = result.artifacts.get("model", "")
+    if result.method == "baseline":
+        if model_file.endswith((".skops", ".joblib")):
+            return None
+        return (
+            "baselines other than TF-IDF (majority class, prompting) are compared against, "
+            "not served"
+        )
+    if "merged" not in result.artifacts and "model" not in result.artifacts:
+        return (
+            f"{result.method} produced an adapter but no merged model (prefix/prompt tuning "
+            "cannot be merged, or train.adapter.merge=false)"
+        )
+    name = "merged" if "merged" in result.artifacts else "model"
+    family = models.read_family(Path(result.output_dir) / result.artifacts[name])
+    if (result.task, family) not in HF_TASKS:
+        return f"no transformers pipeline serves {result.task} with a {family} model"
+    return None
+
+
+def load_sklearn(path: Path):
+    """A scikit-learn pipeline saved by the TF-IDF baseline (skops: no arbitrary code runs)."""
+    if path.suffix == ".skops":
+        import skops.io as sio
+
+        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    import joblib
+
+    return joblib.load(path)
+
+
+def time_per_example(predict, texts: list[str], budget_s: float = 15.0) -> list[float]:
+    """Seconds per single-example call, after one warm-up call, within a time budget.
+
+    One example per call is what an online caller sees; the budget keeps big generators
+    on the CPU from timing for minutes (at least three calls are always made).
+    """
+    if not texts:
+        return []
+    predict(texts[:1])  # warm-up: lazy init, first-call allocations
+    seconds: list[float] = []
+    started = time.perf_counter()
+    for i, text in enumerate(texts):
+        if i >= 3 and time.perf_counter() - started > budget_s:
+            break
+        t0 = time.perf_counter()
+        predict([text])
+        seconds.append(time.perf_counter() - t0)
+    return seconds

@@ -1,0 +1,539 @@
+"""MLflow tracking: where runs go, what each run records, and its lineage.
+
+The default store lives in the workspace: ``mlruns/mlflow.db`` (sqlite) with artifacts
+under ``mlruns/artifacts``. ``MLFLOW_TRACKING_URI`` (or ``registry.tracking_uri`` in the
+config) points at a real ``mlflow server`` instead. Nothing happens at import: call
+:func:`setup` first; it fails fast, naming the URI, when a server cannot be reached.
+
+One experiment per dataset, one run per trained method (nested under a parent run when
+a pipeline trains several). No secrets reach MLflow: see :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tunelab.config import RunConfig
+from tunelab.errors import TrackingError
+from tunelab.scorecard import Scorecard
+from tunelab.train.common import TrainResult, last_checkpoint, library_versions
+from tunelab.workspace import Workspace
+
+T = TypeVar("T")
+ENV_URI = "MLFLOW_TRACKING_URI"
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "artifacts"
+TAG = "tunelab."  # prefix of tunelab's own tags
+# MLflow retries HTTP calls 7 times with backoff factor 2 by default (minutes of waiting
+# on a dead server); tunelab bounds that unless the user set these themselves.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+SECRET_KEY = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.I)
+SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})")
+URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s]+)@", re.I)
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """A resolved tracking target."""
+
+    uri: str
+    # Where the local store keeps artifacts (None for a server: it decides).
+    artifact_root: str | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.uri.startswith(("http://", "https://"))
+
+    @property
+    def shown(self) -> str:
+        """The URI without credentials, for messages and tags."""
+        return redact(self.uri)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        if not self.is_server:
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def ui_hint(self) -> str:
+        if self.is_server:
+            return f"MLflow UI: {self.shown}"
+        return (
+            f"MLflow UI: mlflow ui --backend-store-uri {self.uri} "
+            f"--default-artifact-root {self.artifact_root} --host 127.0.0.1"
+        )
+
+
+def resolve(workspace: Workspace, uri: str | None = None) -> Tracking:
+    """Explicit URI, then $MLFLOW_TRACKING_URI, then the sqlite store in the workspace."""
+    folder = workspace.mlruns_dir
+    local = Tracking(
+        f"sqlite:///{folder / DB_FILE}", artifact_root=(folder / ARTIFACTS_DIR).as_uri()
+    )
+    # mlflow.set_tracking_uri exports the URI to the environment: recognise our own store.
+    chosen = uri or os.environ.get(ENV_URI)
+    return Tracking(chosen) if chosen and chosen != local.uri else local
+
+
+def setup(workspace: Workspace, uri: str | None = None, attempts: int = 3) -> Tracking:
+    """Point MLflow at the tracking target; a server must answer /health within the retries."""
+    tracking = resolve(workspace, uri)
+    for key, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(key, value)
+    if tracking.is_server:
+        check_reachable(tracking, attempts=attempts)
+    else:
+        (workspace.mlruns_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
+    import mlflow
+
+    user_set = ENV_URI in os.environ
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_registry_uri(tracking.uri)
+    if not user_set:
+        # MLflow exports the URI to the environment; a later setup for another workspace
+        # in the same process must not mistake it for the user's choice.
+        os.environ.pop(ENV_URI, None)
+    return tracking
+
+
+def check_reachable(tracking: Tracking, attempts: int = 3, backoff_s: float = 0.5) -> None:
+    """GET <server>/health with exponential backoff; TrackingError naming the URI if down."""
+    # urllib cannot take user:pass@ in a URL; /health needs no credentials anyway.
+    url = URI_CREDENTIALS.sub(lambda m: m["scheme"], tracking.uri).rstrip("/") + "/health"
+    error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http(s) only
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            error = exc
+        if attempt < attempts - 1:
+            time.sleep(backoff_s * 2**attempt)
+    raise TrackingError(
+        f"The MLflow tracking server at {tracking.shown} did not answer after {attempts} "
+        f"attempts ({error}). Nothing was trained, logged or registered. Start it "
+        "(`make services`, or `mlflow server --host 127.0.0.1 ...`), or unset "
+        f"{ENV_URI} to use the local store in the workspace's mlruns/."
+    )
+
+
+def call(tracking: Tracking, what: str, fn: Callable[[], T], attempts: int = 3) -> T:
+    """Run one MLflow call, retrying connection failures with backoff, then TrackingError.
+
+    Errors that are not about the connection (a refused write, a missing model) pass
+    through unchanged on the first attempt.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (MlflowException, OSError) as exc:
+            if not _is_connection_error(exc):
+                raise
+            if attempt == attempts - 1:
+                raise TrackingError(
+                    f"MLflow at {tracking.shown} failed while trying to {what} after "
+                    f"{attempts} attempts: {redact(str(exc))[:300]}. Check that the server "
+                    "is running and reachable; registry aliases were not changed."
+                ) from None
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        marker in text
+        for marker in ("connection", "max retries", "timed out", "unreachable", "refused")
+    )
+
+
+# ---------------------------------------------------------------- redaction
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Hide credentials: secret-looking keys, tokens inside strings, user:pass@ in URIs."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, key) for v in value]
+    if not isinstance(value, str):
+        return "***" if value is not None and SECRET_KEY.search(key) else value
+    if SECRET_KEY.search(key) and value:
+        return "***"
+    value = URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", value)
+    return SECRET_VALUE.sub("***", value)
+
+
+def flat_params(cfg: RunConfig) -> dict[str, str]:
+    """The resolved config as dotted params (train.adapter.r = 8), redacted."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            out[prefix] = str(node)[:MAX_PARAM_CHARS]
+
+    walk(redact(cfg.to_dict()), "")
+    return out
+
+
+def config_hash(cfg: RunConfig) -> str:
+    import hashlib
+
+    payload = json.dumps(cfg.to_dict(), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- lineage
+
+
+def git_state(path: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git checkout holding ``path``; (None, None) outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, bool(status)
+
+
+def code_location() -> Path:
+    """The folder of the tunelab code that runs (its git state is the code version)."""
+    return Path(__file__).resolve().parent
+
+
+def lineage_tags(
+    cfg: RunConfig,
+    result: TrainResult,
+    card: Scorecard,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    commit, dirty = git_state(code_location())
+    tags = {
+        f"{TAG}dataset": result.dataset,
+        f"{TAG}task": result.task,
+        f"{TAG}method": card.method,
+        f"{TAG}role": card.role,
+        f"{TAG}model": result.model,
+        f"{TAG}data_version": result.data_version or "unrecorded",
+        f"{TAG}test_split": card.test_split or "unrecorded",
+        f"{TAG}config_hash": config_hash(cfg),
+        f"{TAG}seed": str(cfg.train.seed),
+        f"{TAG}device": f"{result.device} ({result.precision})",
+        f"{TAG}primary_metric": card.primary_metric,
+        f"{TAG}evaluation": card.status,
+        f"{TAG}run_dir": Path(result.output_dir).name,
+        f"{TAG}git_commit": commit or "unknown",
+        f"{TAG}git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+    }
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    for name, version in (result.versions or library_versions()).items():
+        tags[f"{TAG}version.{name}"] = version
+    for key, value in (extra or {}).items():
+        tags[key] = str(value)
+    return {k: redact(v, k) for k, v in tags.items()}
+
+
+# ---------------------------------------------------------------- logging a run
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    run_id: str
+    experiment_id: str
+    run_url: str | None
+    model_uri: str | None  # models:/<model id> of the logged model, None if none
+    model_id: str | None = None  # MLflow 3 LoggedModel id (a server needs it to register)
+
+
+def experiment_for(tracking: Tracking, dataset: str) -> str:
+    """The experiment of a dataset (created on first use; local artifacts under mlruns/)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    found = call(
+        tracking, f"look up experiment {dataset}", lambda: client.get_experiment_by_name(dataset)
+    )
+    if found is not None:
+        return found.experiment_id
+    location = f"{tracking.artifact_root}/{dataset}" if tracking.artifact_root else None
+    return call(
+        tracking,
+        f"create experiment {dataset}",
+        lambda: client.create_experiment(dataset, artifact_location=location),
+    )
+
+
+def start_parent(tracking: Tracking, dataset: str, name: str, tags: dict[str, str]) -> str:
+    """A parent run for a pipeline's method runs; returns its id (ended by end_parent)."""
+    from mlflow import MlflowClient
+
+    experiment_id = experiment_for(tracking, dataset)
+    client = MlflowClient()
+    run = call(
+        tracking,
+        "start the parent run",
+        lambda: client.create_run(experiment_id, run_name=name, tags=redact(tags)),
+    )
+    return run.info.run_id
+
+
+def end_parent(tracking: Tracking, run_id: str, failed: bool = False) -> None:
+    from mlflow import MlflowClient
+
+    status = "FAILED" if failed else "FINISHED"
+    call(tracking, "end the parent run", lambda: MlflowClient().set_terminated(run_id, status))
+
+
+def log_run(
+    cfg: RunConfig,
+    result: TrainResult,
+    card: Scorecard,
+    workspace: Workspace,
+    tracking: Tracking,
+    parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrackedRun:
+    """One MLflow run for a trained and evaluated method: params, metrics, curves,
+    artifacts, dataset inputs, lineage tags and (when it has one) its servable model."""
+    import mlflow
+
+    experiment_id = experiment_for(tracking, result.dataset)
+    tags = lineage_tags(cfg, result, card, extra_tags)
+    run_name = f"{card.method}-{Path(result.output_dir).name.rsplit('-', 1)[0].split('-', 1)[-1]}"
+
+    def write() -> TrackedRun:
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            parent_run_id=parent_run_id,
+            nested=parent_run_id is not None,
+            tags=tags,
+        ) as run:
+            _log_params(cfg)
+            _log_metrics(result, card)
+            _log_artifacts(cfg, result, card, workspace)
+            _log_inputs(result, workspace)
+            logged = _log_model(result, card) if card.ok and card.servable else None
+            model_uri = logged.model_uri if logged else None
+            if model_uri:
+                mlflow.set_tag(f"{TAG}model_uri", model_uri)
+            if not card.ok:
+                mlflow.set_tag("mlflow.note.content", f"Evaluation failed: {card.error}")
+            info = run.info
+        return TrackedRun(
+            info.run_id,
+            experiment_id,
+            tracking.run_url(experiment_id, info.run_id),
+            model_uri,
+            logged.model_id if logged else None,
+        )
+
+    return call(tracking, f"log the {card.method} run", write, attempts=1)
+
+
+def _log_params(cfg: RunConfig) -> None:
+    import mlflow
+
+    params = flat_params(cfg)
+    items = list(params.items())
+    for start in range(0, len(items), 90):  # MLflow takes at most 100 params per batch
+        mlflow.log_params(dict(items[start : start + 90]))
+    mlflow.log_text(redact_yaml(cfg), "config.yaml")
+
+
+def redact_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(redact(cfg.to_dict()), sort_keys=False)
+
+
+def _numeric(values: dict[str, Any]) -> dict[str, float]:
+    import math
+
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[_metric_key(key)] = float(value)
+    return out
+
+
+def _metric_key(key: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and space."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key)
+
+
+def _log_metrics(result: TrainResult, card: Scorecard) -> None:
+    """Final metrics, the primary metric's interval, costs, and the step-wise curves."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    metrics = _numeric(card.metrics)
+    metrics.update(_numeric(card.costs))
+    if card.ok:
+        metrics[f"test_{card.primary_metric}"] = card.primary
+        metrics[f"test_{card.primary_metric}_ci_low"] = card.ci_low
+        metrics[f"test_{card.primary_metric}_ci_high"] = card.ci_high
+    mlflow.log_metrics(_numeric(metrics))
+    now = int(time.time() * 1000)
+    curve = []
+    for row in result.history:
+        step = int(row.get("step") or 0)
+        for key, value in row.items():
+            if key in ("step", "epoch") or not isinstance(value, int | float):
+                continue
+            name = {"loss": "curve/train_loss", "eval_loss": "curve/validation_loss"}.get(
+                key, f"curve/{key}"
+            )
+            curve.append(Metric(_metric_key(name), float(value), now, step))
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    for start in range(0, len(curve), 900):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=curve[start : start + 900])
+
+
+def _log_artifacts(cfg: RunConfig, result: TrainResult, card: Scorecard, workspace) -> None:
+    import mlflow
+
+    run_dir = Path(result.output_dir)
+    files = {
+        "train_result.json": "",
+        "scorecard.json": "",
+        "predictions.parquet": "evaluation",
+        "prompt_example.txt": "evaluation",
+    }
+    for name, folder in files.items():
+        if (run_dir / name).is_file():
+            mlflow.log_artifact(str(run_dir / name), folder or None)
+    for plot in card.plots.values():
+        if (run_dir / plot).is_file():
+            mlflow.log_artifact(str(run_dir / plot), "plots")
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint and (Path(checkpoint) / "trainer_state.json").is_file():
+        mlflow.log_artifact(str(Path(checkpoint) / "trainer_state.json"), "training")
+    if "adapter" in result.artifacts:
+        mlflow.log_artifacts(str(result.artifact("adapter")), "adapter")
+    if result.data_version:
+        record_dir = workspace.versions_dir / result.dataset / result.data_version
+        if (record_dir / "validation.json").is_file():
+            mlflow.log_artifact(str(record_dir / "validation.json"), "data")
+        report_dir = workspace.reports_dir / "data" / result.dataset / result.data_version
+        if report_dir.is_dir():
+            mlflow.log_artifacts(str(report_dir), "data/report")
+
+
+def _log_inputs(result: TrainResult, workspace: Workspace) -> None:
+    """mlflow.log_input for each split of the trained data version (with MLflow's digest)."""
+    import mlflow
+
+    from tunelab.data import versioning
+
+    current = versioning.current_version(result.dataset, workspace)
+    if current is None or current.version != result.data_version:
+        return  # the files on disk are another version: do not mislabel them
+    splits = versioning.load_splits(result.dataset, workspace)
+    for split, frame in splits.items():
+        if frame.empty:
+            continue
+        with warnings.catch_warnings():
+            # A local path "can be interpreted in multiple ways" by MLflow: all the same one.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame,
+                # The DVC-tracked file; its content hash is the data version named below.
+                source=str(workspace.data_dir / result.dataset / f"{split}.parquet"),
+                name=f"{result.dataset}-{split}@{result.data_version}",
+                targets="label" if "label" in frame.columns else None,
+            )
+        mlflow.log_input(dataset, context=split, tags={"data_version": result.data_version})
+
+
+def pip_requirements(names: list[str]) -> list[str]:
+    """Pinned requirements from the installed versions (no network lookups by MLflow)."""
+    from importlib import metadata
+
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
+def _log_model(result: TrainResult, card: Scorecard):
+    """The servable model (a ModelInfo): transformers flavor, or tunelab's pyfunc for TF-IDF."""
+    import mlflow
+
+    from tunelab import model_card, serving
+
+    served = serving.servable(result)
+    example = _input_example(card)
+    if served.kind == "sklearn":
+        from tunelab.pyfunc_models import TextClassifierModel
+
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TextClassifierModel(),
+            artifacts={"pipeline": str(served.path)},
+            input_example=[example],
+            pip_requirements=pip_requirements(["scikit-learn", "skops", "pandas", "mlflow"]),
+        )
+        return info
+    from huggingface_hub import ModelCard
+
+    pipe = served.pipeline()
+    # The pipeline's name_or_path is a local cache folder: record the model reference instead.
+    pipe.model.name_or_path = result.model
+    info = mlflow.transformers.log_model(
+        transformers_model=pipe,
+        name="model",
+        task=served.hf_task,
+        input_example=[example],
+        pip_requirements=pip_requirements(["transformers", "torch", "accelerate", "safetensors"]),
+        model_config=dict(serving.GENERATION_CONFIG) if served.is_generator else None,
+        prompt_template=served.prompt_template(pipe),
+        model_card=ModelCard(model_card.render(result, card)),
+    )
+    return info
+
+
+def _input_example(card: Scorecard) -> str:
+    table = card.predictions()
+    if table is not None:
+        for column in ("text", "input", "prompt"):
+            if column in table.columns and len(table):
+                return str(table[column].iloc[0])[:500]
+    return "An example input."

@@ -1,0 +1,46 @@
+"""The same registry story through a real `mlflow server`, then the server goes down."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from registry_scenario import NAME, registry_target, run_registry_story, tfidf
+from services import MlflowServer
+
+from tunelab import registry
+from tunelab.errors import TrackingError
+from tunelab.lifecycle import train_and_register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server_store(workspace, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    yield workspace
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_registry_story_through_a_real_server_and_a_server_outage(server_store, mlflow_server):
+    run_registry_story(server_store)
+    # Everything went to the server: its artifact store holds the models, the workspace
+    # store was never created.
+    assert any((mlflow_server.root / "artifacts").rglob("MLmodel"))
+    assert not (server_store.mlruns_dir / "mlflow.db").exists()
+
+    target = registry_target(server_store)
+    aliases_before = registry.aliases(target, NAME)
+    versions_before = registry.list_versions(target, NAME)
+
+    mlflow_server.stop()
+    with pytest.raises(TrackingError, match=f"{mlflow_server.url}.*did not answer"):
+        train_and_register(tfidf(), server_store)
+
+    # Back up on the same port and database: nothing was half-registered or moved.
+    restarted = MlflowServer(mlflow_server.root, port=mlflow_server.port).start()
+    try:
+        assert registry.aliases(target, NAME) == aliases_before
+        assert registry.list_versions(target, NAME) == versions_before
+    finally:
+        restarted.stop()

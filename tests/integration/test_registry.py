@@ -1,0 +1,149 @@
+"""Tracking, registry, gate and predict on the local store (sqlite under mlruns/)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+from registry_scenario import NAME, run_registry_story, tfidf
+
+from tunelab import registry, tracking
+from tunelab.errors import RegistryError, TrackingError
+
+
+@pytest.fixture
+def local_store(workspace, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield workspace
+    # mlflow.set_tracking_uri exports the URI: do not leak it into other tests.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_registry_story_on_the_local_store(local_store):
+    outcomes = run_registry_story(local_store)
+    assert (local_store.mlruns_dir / "mlflow.db").is_file()
+    assert (local_store.mlruns_dir / "artifacts" / "sentiment").is_dir()
+
+    import mlflow
+
+    run = mlflow.get_run(outcomes["strong"].tracked.run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["tunelab.role"] == "baseline" and tags["tunelab.method"] == "baseline-tfidf"
+    assert len(tags["tunelab.data_version"]) == 12
+    assert tags["tunelab.git_commit"] and tags["tunelab.config_hash"]
+    assert tags["tunelab.version.scikit-learn"]
+    assert (
+        metrics["test_macro_f1_ci_low"]
+        <= metrics["test_macro_f1"]
+        <= metrics["test_macro_f1_ci_high"]
+    )
+    assert {"latency_p50_ms", "latency_p95_ms", "model_size_mb"} <= set(metrics)
+    assert run.data.params["train.baseline.kind"] == "tfidf"
+    contexts = {
+        t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"
+    }
+    assert contexts == {"train", "validation", "test"}
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "scorecard.json", "evaluation", "plots", "data", "model"} & artifacts
+    note = tags["mlflow.note.content"]
+    assert "**promoted**" in note
+
+    weak_run = mlflow.get_run(outcomes["weak"].tracked.run_id)
+    history = mlflow.MlflowClient().get_metric_history(weak_run.info.run_id, "curve/train_loss")
+    assert len(history) >= 2 and history[0].step < history[-1].step
+
+
+def test_predict_and_registry_cli(local_store, tmp_path):
+    """`tunelab predict` and `tunelab registry` against a registered TF-IDF model."""
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+    from tunelab.lifecycle import train_and_register
+
+    outcome = train_and_register(tfidf(), local_store)
+    assert outcome.decision.promote, outcome.decision.reason
+    runner = CliRunner()
+
+    single = runner.invoke(app, ["predict", f"{NAME}@champion", "I loved it"])
+    assert single.exit_code == 0, single.output
+    assert single.output.strip() in {"negative", "neutral", "positive"}
+
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text("id,text\n1,I loved it\n2,Awful and boring\n3,It was fine\n")
+    batch = runner.invoke(
+        app, ["predict", f"{NAME}@champion", "--input", str(source), "--output", str(target)]
+    )
+    assert batch.exit_code == 0, batch.output
+    rows = list(csv.DictReader(target.open()))
+    assert [r["id"] for r in rows] == ["1", "2", "3"]
+    assert all(r["prediction"] in {"negative", "neutral", "positive"} for r in rows)
+
+    listing = runner.invoke(app, ["registry", "list"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0 and NAME in listing.output and "champion" in listing.output
+
+    unknown = runner.invoke(app, ["predict", f"{NAME}@nope", "x"])
+    assert unknown.exit_code == 2 and "@champion (v1)" in unknown.output
+
+    no_force = runner.invoke(app, ["registry", "promote", NAME, "1"])
+    assert no_force.exit_code == 2 and "--force" in no_force.output
+
+    no_previous = runner.invoke(app, ["registry", "rollback", NAME])
+    assert no_previous.exit_code == 2 and "no 'previous' version" in no_previous.output
+    assert registry.aliases(tracking.setup(local_store), NAME) == {"champion": "1"}
+
+
+def test_a_run_whose_evaluation_failed_is_not_registered(local_store):
+    from tunelab import lifecycle, scorecard
+    from tunelab.train import train_from_config
+
+    cfg = tfidf()
+    target = tracking.setup(local_store)
+    result = train_from_config(cfg, local_store)
+    (result.artifact("predictions")).unlink()  # the run lost its test predictions
+    card = lifecycle.evaluate(cfg, result, local_store)
+    assert card.status == "failed" and "predictions.parquet" in card.error
+    outcome = lifecycle.track_and_register(cfg, result, card, local_store, target)
+    assert outcome.version is None
+    assert "evaluation failed" in outcome.not_registered
+    with pytest.raises(RegistryError, match="evaluation failed"):
+        registry.register(target, cfg, result, card, outcome.tracked)
+    assert scorecard.Scorecard.load(result.output_dir).status == "failed"
+
+
+def test_an_unreachable_server_fails_before_training(local_store, monkeypatch):
+    from services import free_port
+
+    from tunelab.lifecycle import train_and_register
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    with pytest.raises(TrackingError, match=f"{url}.*did not answer after 3 attempts"):
+        train_and_register(tfidf(), local_store)
+    assert not (local_store.root / "runs").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize(
+    ("config_name", "model_name"),
+    [
+        ("instructions-lora.yaml", "tiny-instructions-generator"),
+        ("preferences-dpo.yaml", "tiny-preferences-policy"),
+    ],
+)
+def test_generators_are_registered_and_generate_text(local_store, config_name, model_name):
+    """SFT and DPO models go through the transformers flavor and answer with text."""
+    from registry_scenario import CONFIGS
+
+    from tunelab import config, predict
+    from tunelab.lifecycle import train_and_register
+
+    outcome = train_and_register(config.load(CONFIGS / "tiny" / config_name), local_store)
+    assert outcome.model_name == model_name and outcome.version == "1"
+    assert outcome.card.task in ("generation", "preference")
+    assert outcome.card.costs["latency_p50_ms"] > 0
+    aliases = registry.aliases(tracking.setup(local_store), model_name)
+    alias = "champion" if outcome.decision.promote else "challenger"
+    assert aliases == {alias: "1"}
+    loaded = predict.load(tracking.setup(local_store), f"{model_name}@{alias}")
+    answers = loaded.predict(["Summarise: the meeting moved to Friday."])
+    assert len(answers) == 1 and isinstance(answers[0], str)
