@@ -96,6 +96,10 @@ def prepare_data(configs: list[RunConfig], workdir: str | None = None) -> list[d
                 **{f"rows_{k}": v for k, v in data_version.rows.items()},
                 "report": str(result.markdown_path),
                 "data_docs": outcome.docs_path or "",
+                "validation": (
+                    f"passed: {outcome.statistics['successful']} of "
+                    f"{outcome.statistics['evaluated']} checks"
+                ),
             }
         )
     create_table_artifact(key="data-versions", table=rows, description="Prepared datasets")

@@ -347,6 +347,52 @@ def models_prepare(
     typer.echo(f"{alias}: ready in {path}")
 
 
+@app.command("run")
+def run_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="Milestone config (YAML): datasets and their methods.")
+    ] = Path("configs/milestone.yaml"),
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore cached steps: recompute everything.")
+    ] = False,
+) -> None:
+    """The milestone pipeline: data gate, every method trained, evaluated, registered and
+    compared; ends with the review report and each registered model's champion."""
+    os.environ.setdefault("TUNELAB_PROGRESS", "1")
+    from flows.milestone import milestone
+
+    summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Milestone")
+    for column in ("dataset", "method", "status", "reused", "registered", "gate"):
+        table.add_column(column, overflow="fold")
+    for row in summary["methods"]:
+        table.add_row(
+            row["dataset"],
+            row["method"],
+            row["status"] if row["status"] == "ok" else f"failed: {row['error']}",
+            ", ".join(row["reused"]) or "-",
+            f"{row['model_name']} v{row['version']}" if row["version"] else "-",
+            row["outcome"] or "-",
+        )
+    console = Console()
+    console.print(table)
+    reused = sum(len(r["reused"]) for r in summary["methods"])
+    total = sum(3 if r["status"] == "ok" else 0 for r in summary["methods"])
+    console.print(f"Steps reused from the cache: {reused} of {total}. "
+                  f"Wall time {summary['wall_seconds']:.0f} s.")
+    console.print(f"Review: {summary['report']}")
+    console.print(f"        {summary['html']}")
+    for name, version in summary["champions"].items():
+        console.print(f"Champion of {name}: " + (f"version {version}" if version else "none"))
+
+
 def _tracking():
     """The MLflow target of registry commands ($MLFLOW_TRACKING_URI or the workspace store)."""
     from tunelab import tracking

@@ -59,3 +59,7 @@ class TrackingError(TunelabError):
 
 class RegistryError(TunelabError):
     """A registry operation was refused: unknown model or alias, unevaluated run, bad gate."""
+
+
+class PipelineError(TunelabError):
+    """A pipeline finished with required steps failed (the review says which and why)."""

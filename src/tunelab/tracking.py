@@ -70,13 +70,17 @@ class Tracking:
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
-    def ui_hint(self) -> str:
+    def ui_command(self) -> str:
+        """The server's URL, or the command that opens the local store in the MLflow UI."""
         if self.is_server:
-            return f"MLflow UI: {self.shown}"
+            return self.shown
         return (
-            f"MLflow UI: mlflow ui --backend-store-uri {self.uri} "
+            f"mlflow ui --backend-store-uri {self.uri} "
             f"--default-artifact-root {self.artifact_root} --host 127.0.0.1"
         )
+
+    def ui_hint(self) -> str:
+        return f"MLflow UI: {self.ui_command()}"
 
 
 def resolve(workspace: Workspace, uri: str | None = None) -> Tracking:
@@ -313,6 +317,17 @@ def end_parent(tracking: Tracking, run_id: str, failed: bool = False) -> None:
 
     status = "FAILED" if failed else "FINISHED"
     call(tracking, "end the parent run", lambda: MlflowClient().set_terminated(run_id, status))
+
+
+def log_folder(tracking: Tracking, run_id: str, folder: Path, artifact_path: str) -> None:
+    """Attach a folder of files (a report) to an existing run."""
+    from mlflow import MlflowClient
+
+    call(
+        tracking,
+        f"log {folder.name} to run {run_id}",
+        lambda: MlflowClient().log_artifacts(run_id, str(folder), artifact_path),
+    )
 
 
 def log_run(

@@ -159,6 +159,21 @@ def save_version(
     return record
 
 
+def candidate_version(name: str, splits: dict[str, pd.DataFrame]) -> str:
+    """The version id these splits would get, computed without writing or tracking them.
+
+    Same bytes as save_version writes, same md5s as DVC computes, same id: a scheduler
+    can ask "has the data changed?" before it validates or trains anything.
+    """
+    files = {
+        f"{name}/{split}{SUFFIX}": hashlib.md5(
+            _parquet_bytes(frame, f"{name}/{split}"), usedforsecurity=False
+        ).hexdigest()
+        for split, frame in splits.items()
+    }
+    return version_id(files)
+
+
 def list_versions(name: str, workspace: Workspace) -> list[DataVersion]:
     """Every recorded version of a dataset, oldest first; [] when there is none."""
     _check_name(name, "dataset name")

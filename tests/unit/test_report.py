@@ -1,0 +1,326 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from tunelab.report import DatasetEntry, MethodEntry, Review, write_review
+
+TEXTS = ["a wonderful film", "great | fun\nreally", "truly dreadful", "boring plot"]
+LABELS = ["pos", "pos", "neg", "neg"]
+LORA_GUESSES = ["pos", "neg", "neg", "pos"]
+PROMPTS = ["summarise: the cat sat", "summarise: rain all day", "summarise: we won"]
+SUMMARIES = ["cat sat", "rainy day", "victory"]
+
+
+def write_run(folder, dataset, method, task, primary_metric, primary, ci, **extra):
+    """A run folder as training and evaluation leave it: scorecard, result, predictions."""
+    folder.mkdir(parents=True)
+    card = {
+        "dataset": dataset,
+        "method": method,
+        "task": task,
+        "model": "tiny",
+        "run_dir": str(folder),
+        "data_version": "abc123",
+        "test_split": "md5",
+        "primary_metric": primary_metric,
+        "primary": primary,
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "ci_level": 0.95,
+        "resamples": 200,
+        "test_rows": 4,
+        "metrics": extra.get("metrics", {}),
+        "costs": extra.get("costs", {}),
+        "plots": extra.get("plots", {}),
+        "majority_label": "pos",
+        "servable": True,
+        "not_servable": None,
+        "status": extra.get("status", "ok"),
+        "error": extra.get("error"),
+    }
+    (folder / "scorecard.json").write_text(json.dumps(card), encoding="utf-8")
+    history = extra.get("history", [])
+    (folder / "train_result.json").write_text(json.dumps({"history": history}), encoding="utf-8")
+    if "predictions" in extra:
+        pd.DataFrame(extra["predictions"]).to_parquet(folder / "predictions.parquet")
+    return str(folder)
+
+
+def write_png(path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().imshow([[1, 0], [0, 1]])
+    fig.savefig(path, format="png")
+
+
+@pytest.fixture
+def review(tmp_path):
+    runs = tmp_path / "runs"
+    majority = write_run(
+        runs / "majority",
+        "reviews",
+        "majority",
+        "classification",
+        "macro_f1",
+        0.333,
+        (0.2, 0.45),
+        metrics={"test_macro_f1": 0.333, "test_accuracy": 0.5},
+        costs={"trainable_params": 0, "total_params": 0, "wall_seconds": 0.2},
+        predictions={"text": TEXTS, "reference": LABELS, "prediction": ["pos"] * 4},
+    )
+    lora_dir = runs / "lora"
+    lora = write_run(
+        lora_dir,
+        "reviews",
+        "lora",
+        "classification",
+        "macro_f1",
+        0.9,
+        (0.85, 0.95),
+        metrics={"test_macro_f1": 0.9, "test_accuracy": 0.92, "test_ece": 0.04},
+        costs={
+            "trainable_params": 300_000,
+            "total_params": 22_000_000,
+            "wall_seconds": 95.0,
+            "peak_rss_mb": 812.4,
+            "tokens_per_second": 1500.0,
+            "latency_p50_ms": 4.2,
+            "latency_p95_ms": 7.9,
+            "model_size_mb": 87.0,
+            "adapter_size_mb": 1.2,
+        },
+        plots={"confusion_matrix": "confusion_matrix.png", "loss": "loss.png"},
+        history=[
+            {"step": 1, "epoch": 0.5, "loss": 0.7},
+            {"step": 2, "epoch": 1.0, "loss": 0.4},
+            {"step": 2, "epoch": 1.0, "eval_loss": 0.5},
+        ],
+        predictions={"text": TEXTS, "reference": LABELS, "prediction": LORA_GUESSES},
+    )
+    write_png(lora_dir / "confusion_matrix.png")
+    tfidf = write_run(
+        runs / "tfidf",
+        "reviews",
+        "tfidf",
+        "classification",
+        "macro_f1",
+        math.nan,
+        (math.nan, math.nan),
+        status="failed",
+        error="predictions.parquet is empty: no test example was predicted.",
+    )
+    echo = write_run(
+        runs / "echo",
+        "summaries",
+        "echo",
+        "generation",
+        "rougeL",
+        0.21,
+        (0.1, 0.3),
+        metrics={"test_rougeL": 0.21, "test_bleu": 3.5, "test_chrf": 20.1},
+        predictions={"prompt": PROMPTS, "reference": SUMMARIES, "prediction": PROMPTS},
+    )
+    full = write_run(
+        runs / "full",
+        "summaries",
+        "full",
+        "generation",
+        "rougeL",
+        0.55,
+        (0.4, 0.7),
+        metrics={"test_rougeL": 0.55, "test_bleu": 12.0},
+        history=[{"step": s, "epoch": s / 4, "loss": 2.0 / s} for s in range(1, 5)],
+        predictions={
+            "prompt": PROMPTS,
+            "reference": SUMMARIES,
+            "prediction": ["cat sat", "rain", "we won"],
+        },
+    )
+    decision = {
+        "promote": True,
+        "forced": False,
+        "reason": "lora beats the majority class by 0.567 macro_f1 (p=0.004).",
+        "metric": "macro_f1",
+        "versus": "majority class 'pos' (built in)",
+        "challenger": 0.9,
+        "reference": 0.333,
+        "delta": 0.567,
+        "p_value": 0.004,
+        "test": "paired bootstrap",
+        "n": 4,
+        "delta_ci_low": 0.3,
+        "delta_ci_high": 0.8,
+        "min_improvement": 0.0,
+        "significance": 0.05,
+        "limits": {},
+    }
+    methods = [
+        MethodEntry(
+            "reviews",
+            "majority",
+            "ok",
+            run_dir=majority,
+            run_id="1" * 32,
+            not_registered="baselines are references, not candidates",
+        ),
+        MethodEntry(
+            "reviews",
+            "lora",
+            "ok",
+            run_dir=lora,
+            run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc",
+            run_id="abc",
+            reused=["prepare-data"],
+            model_name="reviews-classifier",
+            version="2",
+            decision=decision,
+        ),
+        MethodEntry("reviews", "full-ft", "failed", error="CUDA out of memory | tried\n2 GiB"),
+        MethodEntry("reviews", "tfidf", "ok", run_dir=tfidf),
+        MethodEntry("summaries", "echo", "ok", run_dir=echo),
+        MethodEntry("summaries", "full", "ok", run_dir=full),
+    ]
+    datasets = [
+        DatasetEntry(
+            "reviews",
+            "v-0001",
+            {"train": 10, "validation": 2, "test": 4},
+            "passed: 14 of 14 checks",
+            "http://127.0.0.1:8000/docs/index.html",
+            str(tmp_path / "data-reports" / "reviews" / "report.md"),
+        ),
+        DatasetEntry("summaries", "v-0002", {"train": 6, "test": 3}, "passed: 9 of 9", None, None),
+    ]
+    return Review(
+        title="Milestone review",
+        created="2025-01-02T03:04:05",
+        datasets=datasets,
+        methods=methods,
+        champions={"reviews-classifier": "2", "summaries-generator": None},
+        mlflow="mlflow ui --backend-store-uri ./mlruns",
+    )
+
+
+def section(markdown, heading, dataset):
+    """The text under the ### heading that starts with ``heading`` in a dataset's section."""
+    part = markdown.split(f"\n## {dataset}", 1)[1].split("\n## ", 1)[0]
+    return part.split(f"\n### {heading}", 1)[1].split("\n### ", 1)[0]
+
+
+def table_rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_review_writes_markdown_html_and_plots(review, tmp_path):
+    files = write_review(review, tmp_path / "out")
+
+    assert files.markdown_path.is_file() and files.html_path.is_file()
+    names = {p.name for p in files.folder.glob("*.png")}
+    assert names == {
+        "comparison-reviews.png",
+        "loss-reviews.png",
+        "confusion-reviews.png",
+        "comparison-summaries.png",
+        "loss-summaries.png",
+    }
+    md = files.markdown
+    assert md == files.markdown_path.read_text(encoding="utf-8")
+    for method in ("majority", "lora", "full-ft", "tfidf", "echo", "full"):
+        assert f"`{method}`" in md
+    assert "0.900 [0.850, 0.950]" in md
+    assert "CUDA out of memory \\| tried 2 GiB" in md
+    assert "predictions.parquet is empty" in md
+    assert "lora beats the majority class by 0.567 macro_f1 (p=0.004)." in md
+    assert "baselines are references, not candidates" in md
+    assert "`reviews-classifier`: version 2" in md
+    assert "`summaries-generator`: none" in md
+    assert "`mlflow ui --backend-store-uri ./mlruns`" in md
+    assert "](../data-reports/reviews/report.md)" in md
+
+
+def test_methods_table_shows_failures_costs_and_links(review, tmp_path):
+    md = write_review(review, tmp_path / "out").markdown
+
+    rows = table_rows(section(md, "Methods", "reviews"))
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| `majority`",
+        "| `lora`",
+        "| `full-ft`",
+        "| `tfidf`",
+    ]
+    lora = rows[1]
+    assert "0.920" in lora and "0.040" in lora  # accuracy and ece
+    assert "300.0k / 22.0M (1.36%)" in lora
+    assert "4.2 / 7.9" in lora and "prepare-data" in lora
+    assert "[abc](http://127.0.0.1:5000/#/experiments/1/runs/abc)" in lora
+    assert "**failed**" in rows[2] and "**failed**" in rows[3]
+    decisions = section(md, "Promotion decisions", "reviews")
+    assert "**promoted**" in decisions and "+0.5670 [+0.3000, +0.8000]" in decisions
+
+
+def test_html_embeds_images_and_stands_alone(review, tmp_path):
+    files = write_review(review, tmp_path / "out")
+
+    page = files.html_path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert 'src="comparison-' not in page and 'src="loss-' not in page
+    assert 'src="confusion-' not in page
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "<table>" in page
+    for method in ("majority", "lora", "full-ft", "tfidf", "echo", "full"):
+        assert f"<code>{method}</code>" in page
+
+
+def test_disagreements_list_rows_where_methods_differ(review, tmp_path):
+    md = write_review(review, tmp_path / "out").markdown
+
+    classified = section(md, "Where methods disagree", "reviews")
+    rows = table_rows(classified)
+    # Only rows 1 and 2 differ; the failed methods take no part.
+    assert len(rows) == 2
+    assert rows[0] == "| 1 | great \\| fun<br>really | pos | pos ✓ | neg |"
+    assert "`tfidf`" not in classified and "`full-ft`" not in classified
+
+    generated = section(md, "Where methods disagree", "summaries")
+    assert generated.count("Test row") == 3
+    assert "| `full` | rain |" in generated
+
+
+def test_table_has_one_flat_row_per_method(review, tmp_path):
+    table = write_review(review, tmp_path / "out").table
+
+    assert [(row["dataset"], row["method"]) for row in table] == [
+        (m.dataset, m.method) for m in review.methods
+    ]
+    for row in table:
+        assert all(v is None or type(v) in (str, int, float) for v in row.values()), row
+    lora = table[1]
+    assert lora["status"] == "ok" and lora["primary_metric"] == "macro_f1"
+    assert (lora["primary"], lora["ci_low"], lora["ci_high"]) == (0.9, 0.85, 0.95)
+    assert lora["decision"] == "promoted" and lora["latency_p95_ms"] == 7.9
+    assert table[0]["decision"] == "not registered"
+    assert table[2]["status"] == "failed" and table[3]["status"] == "failed"
+    assert table[3]["primary"] is None  # NaN becomes None
+
+
+def test_dataset_where_every_method_failed_still_renders(tmp_path):
+    review = Review(
+        title="All failed",
+        created="2025-01-02T03:04:05",
+        datasets=[DatasetEntry("pairs", "v-9", {"train": 3}, "failed: 1 of 5 checks", None, None)],
+        methods=[
+            MethodEntry("pairs", "dpo", "failed", error="no GPU"),
+            MethodEntry("pairs", "orpo", "ok", run_dir=str(tmp_path / "missing")),
+        ],
+        champions={},
+    )
+    files = write_review(review, tmp_path / "out")
+
+    md = files.markdown
+    assert "No method finished" in md and "no GPU" in md and "scorecard.json is missing" in md
+    assert not list(files.folder.glob("*.png"))
+    assert "<code>dpo</code>" in files.html_path.read_text(encoding="utf-8")
+    assert [row["status"] for row in files.table] == ["failed", "failed"]
