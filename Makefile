@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIGS ?= configs/sentiment.yaml configs/preferences.yaml configs/instructions.yaml
+MILESTONE ?= configs/milestone.yaml
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 
 # Offline by default: nothing waits on a hub time-out; no telemetry.
 export HF_HUB_OFFLINE ?= 1
@@ -12,10 +14,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install dev run test test-slow lint bench clean-workspace help
+.PHONY: install dev run test test-slow lint bench services services-stop clean-cache clean-workspace help
 
 help:
-	@echo "make run        set up .venv and run the main job on the bundled data (offline)"
+	@echo "make run        set up .venv and run the milestone pipeline on the bundled data (offline)"
+	@echo "make services   start prefect server and mlflow server on 127.0.0.1 (PREFECT_PORT, MLFLOW_PORT)"
+	@echo "make services-stop  stop exactly those servers (by their recorded PIDs)"
 	@echo "make test       set up .venv with dev extras and run the default test suite"
 	@echo "make test-slow  tests on real pretrained models"
 	@echo "make lint       ruff"
@@ -39,8 +43,16 @@ install: $(VENV)/.installed
 
 dev: $(VENV)/.dev-installed
 
+# The milestone pipeline: data gate, every method, registry, review. A second run reuses
+# the cached steps; `$(BIN)/tunelab run --refresh` recomputes them.
 run: install
-	$(BIN)/tunelab data prepare $(CONFIGS)
+	$(BIN)/tunelab run $(MILESTONE)
+
+services: install
+	$(BIN)/tunelab services start --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+services-stop:
+	$(BIN)/tunelab services stop
 
 test: dev
 	$(BIN)/python -m pytest
@@ -57,6 +69,10 @@ bench: install
 		for b in benchmarks/bench_*.py; do $(BIN)/python $$b --write || exit 1; done; \
 	else echo "no benchmarks yet"; fi
 
-# Removes what runs wrote into the repo workspace (not the DVC remote).
+# The pipeline's step cache (persisted Prefect results): the next run recomputes everything.
+clean-cache:
+	rm -rf .prefect-results
+
+# Removes what runs wrote into the repo workspace (not the DVC remote, not mlruns/).
 clean-workspace:
-	rm -rf data data-versions reports gx .prefect-results
+	rm -rf data data-versions reports gx runs .prefect-results

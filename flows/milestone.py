@@ -9,15 +9,17 @@ method failed. Unchanged steps are reused from the cache (see flows/steps.py).
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data import prepare_data
-from flows.steps import init_source, run_method, run_methods, start_parent_run
+from flows.steps import STEPS, MethodContext, init_source, run_method, run_methods, start_parent_run
 from tunelab import milestone as plan_mod
 from tunelab import report, tracking
 from tunelab.errors import PipelineError
@@ -57,47 +59,49 @@ def run_datasets(
     pipeline: str,
 ) -> tuple[list[report.MethodEntry], dict[str, str]]:
     """Every method of every dataset in the plan, and the MLflow parent run of each dataset."""
-    from flows import steps
-
-    storage = result_storage(workspace)
-    for step in (steps.train_step, steps.evaluate_step, steps.register_step):
-        step.result_storage = storage
-    code = plan_mod.code_version()
-    run_id, run_url = flow_run_info()
-    extra_tags = {"tunelab.pipeline": pipeline}
-    if run_id:
-        extra_tags["tunelab.prefect_flow_run_id"] = str(run_id)
-    if run_url:
-        extra_tags["tunelab.prefect_flow_run_url"] = run_url
+    context = MethodContext(
+        workspace=workspace,
+        target=target,
+        storage=result_storage(workspace),
+        code=plan_mod.code_version(),
+        refresh=refresh,
+        extra_tags=_lineage_tags(pipeline),
+    )
     entries: list[report.MethodEntry] = []
     parents: dict[str, str] = {}
     for dataset in plan.datasets:
-        parent = start_parent_run(dataset.name, str(workspace.root), target.uri, extra_tags)
-
-        def run_one(spec, done):
-            try:
-                source = init_source(spec, done)
-            except RuntimeError as exc:
-                return report.MethodEntry(spec.dataset, spec.name, "failed", error=str(exc))
-            return run_method(
-                spec,
-                workspace,
-                versions[dataset.name],
-                target,
-                parent,
-                extra_tags,
-                code,
-                refresh,
-                source,
-            )
-
-        previous = {e.dataset + "/" + e.method: e for e in entries}
-        done = run_methods(dataset.methods, plan.concurrency, lambda s, d: run_one(s, previous | d))
+        parent = start_parent_run(dataset.name, str(workspace.root), target.uri, context.extra_tags)
+        finished = {f"{e.dataset}/{e.method}": e for e in entries}
+        run_one = partial(
+            _run_one,
+            context=context,
+            data_version=versions[dataset.name],
+            parent=parent,
+            finished=finished,
+        )
+        done = run_methods(dataset.methods, plan.concurrency, run_one)
         entries.extend(done)
-        failed = any(e.status != "ok" for e in done)
-        tracking.end_parent(target, parent, failed=failed)
+        tracking.end_parent(target, parent, failed=any(e.status != "ok" for e in done))
         parents[dataset.name] = parent
     return entries, parents
+
+
+def _lineage_tags(pipeline: str) -> dict[str, str]:
+    run_id, run_url = flow_run_info()
+    tags = {"tunelab.pipeline": pipeline}
+    if run_id:
+        tags["tunelab.prefect_flow_run_id"] = str(run_id)
+    if run_url:
+        tags["tunelab.prefect_flow_run_url"] = run_url
+    return tags
+
+
+def _run_one(spec, done, *, context, data_version, parent, finished) -> report.MethodEntry:
+    try:
+        source = init_source(spec, finished | done)
+    except RuntimeError as exc:
+        return report.MethodEntry(spec.dataset, spec.name, "failed", error=str(exc))
+    return run_method(spec, context, data_version, parent, source)
 
 
 def champions_of(entries: list[report.MethodEntry], target: tracking.Tracking) -> dict:
@@ -170,12 +174,14 @@ def milestone(
 def finish(plan: Plan, entries, files, champions: dict, started: float) -> dict:
     """The flow's summary; raises PipelineError (flow Failed) if a required method failed."""
     wall = time.perf_counter() - started
-    step_seconds = sum(sum(e.seconds.values()) for e in entries)
+    per_step = {step: sum(e.seconds.get(step, 0.0) for e in entries) for step in STEPS}
     summary = {
         "report": str(files.markdown_path),
         "html": str(files.html_path),
         "wall_seconds": round(wall, 2),
-        "step_seconds": round(step_seconds, 2),
+        # Time inside the library's train / evaluate / register functions (0 when reused).
+        "step_seconds": round(sum(per_step.values()), 2),
+        **{f"{step}_seconds": round(value, 2) for step, value in per_step.items()},
         "methods": [
             {
                 "dataset": e.dataset,
@@ -197,6 +203,7 @@ def finish(plan: Plan, entries, files, champions: dict, started: float) -> dict:
         ],
         "champions": champions,
     }
+    (files.folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     required = {m.label for m in plan.methods() if m.required}
     failed = [e for e in entries if e.status != "ok" and f"{e.dataset}/{e.method}" in required]
     print(f"Milestone review: {files.markdown_path} (HTML: {files.html_path})")
@@ -207,5 +214,3 @@ def finish(plan: Plan, entries, files, champions: dict, started: float) -> dict:
             f"{files.markdown_path} shows every method's result."
         )
     return summary
-
-

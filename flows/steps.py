@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -93,15 +94,23 @@ def start_parent_run(dataset: str, workdir: str, tracking_uri: str, tags: dict) 
     return tracking.start_parent(target, dataset, tags.get("tunelab.pipeline", "pipeline"), tags)
 
 
+@dataclass(frozen=True)
+class MethodContext:
+    """What every method of one pipeline run shares."""
+
+    workspace: Workspace
+    target: tracking.Tracking
+    storage: object  # the saved LocalFileSystem block holding persisted results (the cache)
+    code: str  # tunelab.milestone.code_version()
+    refresh: bool
+    extra_tags: dict
+
+
 def run_method(
     spec: MethodSpec,
-    workspace: Workspace,
+    context: MethodContext,
     data_version: str,
-    target: tracking.Tracking,
     parent_run_id: str | None,
-    extra_tags: dict,
-    code: str,
-    refresh: bool,
     init_from: str | None = None,
 ) -> MethodEntry:
     """One method through the three steps; a failure is recorded in the entry, not raised."""
@@ -111,22 +120,35 @@ def run_method(
         cfg = spec.load(overrides)
     except Exception as exc:  # noqa: BLE001 - a bad config fails this method only
         return _failed(entry, "config", exc)
-    keys = {"train": milestone.train_key(cfg, data_version, code)}
+    target, root = context.target, str(context.workspace.root)
+    keys = {"train": milestone.train_key(cfg, data_version, context.code)}
     keys["evaluate"] = milestone.evaluate_key(keys["train"], cfg)
     keys["register"] = milestone.register_key(keys["evaluate"], cfg, target.uri)
-    root = str(workspace.root)
-    name = _task_run_name(spec)
+
+    def options(step):
+        return step.with_options(
+            task_run_name=f"{step.name} {spec.label}",
+            refresh_cache=context.refresh,
+            result_storage=context.storage,
+        )
+
     calls = {
-        "train": lambda: train_step.with_options(
-            task_run_name=f"train {name}", refresh_cache=refresh
-        )(cfg, root, data_version, key=keys["train"], return_state=True),
-        "evaluate": lambda: evaluate_step.with_options(
-            task_run_name=f"evaluate {name}", refresh_cache=refresh
-        )(cfg, entry.run_dir, root, key=keys["evaluate"], return_state=True),
-        "register": lambda: register_step.with_options(
-            task_run_name=f"register {name}", refresh_cache=refresh
-        )(cfg, entry.run_dir, root, target.uri, parent_run_id, extra_tags,
-          key=keys["register"], return_state=True),
+        "train": lambda: options(train_step)(
+            cfg, root, data_version, key=keys["train"], return_state=True
+        ),
+        "evaluate": lambda: options(evaluate_step)(
+            cfg, entry.run_dir, root, key=keys["evaluate"], return_state=True
+        ),
+        "register": lambda: options(register_step)(
+            cfg,
+            entry.run_dir,
+            root,
+            target.uri,
+            parent_run_id,
+            context.extra_tags,
+            key=keys["register"],
+            return_state=True,
+        ),
     }
     for step in STEPS:
         state = calls[step]()
@@ -141,7 +163,7 @@ def run_method(
             entry.run_dir = value["run_dir"]
         elif step == "evaluate" and value["status"] != "ok":
             entry.status = "failed"
-            entry.error = Scorecard.load(entry.run_dir).error
+            entry.error = f"evaluate: {Scorecard.load(entry.run_dir).error}"
         elif step == "register":
             entry.run_id, entry.run_url = value["run_id"], value["run_url"]
             entry.model_name, entry.version = value["model_name"], value["version"]
@@ -153,10 +175,6 @@ def _failed(entry: MethodEntry, step: str, exc: BaseException) -> MethodEntry:
     entry.status = "failed"
     entry.error = f"{step}: {type(exc).__name__}: {exc}"
     return entry
-
-
-def _task_run_name(spec: MethodSpec) -> str:
-    return spec.label
 
 
 def run_methods(
@@ -194,4 +212,3 @@ def init_source(spec: MethodSpec, entries: dict[str, MethodEntry]) -> str | None
             + (f" ({source.error})" if source and source.error else "")
         )
     return source.run_dir
-

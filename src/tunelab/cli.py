@@ -24,6 +24,11 @@ registry_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(registry_app, name="registry")
+services_app = typer.Typer(
+    help="Local Prefect and MLflow servers on 127.0.0.1 (`make services`).",
+    no_args_is_help=True,
+)
+app.add_typer(services_app, name="services")
 
 _state = {"debug": False}
 
@@ -385,12 +390,116 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     reused = sum(len(r["reused"]) for r in summary["methods"])
     total = sum(3 if r["status"] == "ok" else 0 for r in summary["methods"])
-    console.print(f"Steps reused from the cache: {reused} of {total}. "
-                  f"Wall time {summary['wall_seconds']:.0f} s.")
+    console.print(
+        f"Steps reused from the cache: {reused} of {total}. "
+        f"Wall time {summary['wall_seconds']:.0f} s."
+    )
     console.print(f"Review: {summary['report']}")
     console.print(f"        {summary['html']}")
     for name, version in summary["champions"].items():
         console.print(f"Champion of {name}: " + (f"version {version}" if version else "none"))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="scheduled-retraining's cron (default 0 3 * * *).")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="Its time zone, e.g. Europe/Berlin.")
+    ] = None,
+) -> None:
+    """Create the deployments of prefect.yaml on the Prefect server in PREFECT_API_URL
+    (milestone-review, scheduled-retraining), with the process work pool 'tunelab'."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail(
+            _user_error(
+                "PREFECT_API_URL is not set: deployments live on a Prefect server. Start one with "
+                "`make services` and export the PREFECT_API_URL it prints (or use `tunelab serve` "
+                "to run the deployments in this process without a server)."
+            )
+        )
+    from flows.deployments import deploy_all
+
+    rows = _run(deploy_all, cron, timezone)
+    table = Table(title=f"Deployments on {os.environ['PREFECT_API_URL']}")
+    for column in ("deployment", "work_pool", "schedule", "id"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["deployment"], row["work_pool"], row["schedule"], row["id"])
+    console = Console()
+    console.print(table)
+    console.print("Start a worker: prefect worker start --pool tunelab")
+
+
+@app.command("serve")
+def serve_cmd(
+    cron: Annotated[str | None, typer.Option("--cron", help="Retraining schedule (cron).")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="Its time zone.")] = None,
+) -> None:
+    """Serve both deployments from this process (flow.serve): one-machine use, no worker."""
+    from flows.deployments import serve_all
+
+    _run(serve_all, cron, timezone)
+
+
+@services_app.command("start")
+def services_start(
+    prefect_port: Annotated[int, typer.Option(envvar="PREFECT_PORT")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(envvar="MLFLOW_PORT")] = 5000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Start `prefect server` and `mlflow server` (on the workspace's mlruns/ store), wait
+    until both are healthy, print their URLs; PIDs go to .services/."""
+    from tunelab import services
+
+    root = _workspace().root
+    rows = _run(
+        services.start,
+        [
+            services.prefect_spec(root, host, prefect_port),
+            services.mlflow_spec(root, host, mlflow_port),
+        ],
+        root / ".services",
+    )
+    for row in rows:
+        typer.echo(f"{row['name']}: {row['ui_url']} (pid {row['pid']}, {row['status']})")
+    urls = {row["name"]: row["ui_url"] for row in rows}
+    typer.echo(
+        "Use them from this shell:\n"
+        f"  export PREFECT_API_URL={urls['prefect']}/api MLFLOW_TRACKING_URI={urls['mlflow']}\n"
+        "Stop them with `make services-stop`."
+    )
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop exactly the servers `services start` started (by their recorded PIDs)."""
+    from tunelab import services
+
+    rows = _run(services.stop, _workspace().root / ".services")
+    if not rows:
+        typer.echo("No services were running.")
+    for row in rows:
+        typer.echo(f"{row['name']}: pid {row['pid']} {row['status']}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Which of the started servers are alive and healthy."""
+    from tunelab import services
+
+    rows = _run(services.status, _workspace().root / ".services")
+    if not rows:
+        typer.echo("No services started from this workspace.")
+    for row in rows:
+        state = (
+            "healthy" if row["healthy"] else ("alive, not answering" if row["alive"] else "dead")
+        )
+        typer.echo(f"{row['name']}: {row['ui_url']} pid {row['pid']} {state}")
 
 
 def _tracking():

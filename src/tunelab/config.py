@@ -139,6 +139,11 @@ class PromptingConfig(Section):
     max_examples: int | None = Field(
         None, ge=1, description="Score at most this many test examples (None = all)."
     )
+    score_validation: bool = Field(
+        True,
+        description="Also score the validation split (prompting fits nothing, so only the "
+        "test scores are needed to compare methods).",
+    )
 
 
 class BaselineConfig(Section):

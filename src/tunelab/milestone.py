@@ -103,8 +103,7 @@ def load_plan(path: str | Path) -> Plan:
     unknown = {k for k in raw if not str(k).startswith("x-")} - TOP_KEYS
     if unknown:
         raise ConfigError(
-            f"Milestone config {path}: unknown keys {sorted(unknown)}; allowed: "
-            f"{sorted(TOP_KEYS)}."
+            f"Milestone config {path}: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}."
         )
     concurrency = raw.get("concurrency", 1)
     if not isinstance(concurrency, int) or concurrency < 1:

@@ -145,21 +145,60 @@ def _predictions_of(tracking: Tracking, run_id: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def champion_reference(tracking: Tracking, name: str) -> gate.Reference | None:
+def champion_reference(
+    tracking: Tracking, name: str, card: Scorecard | None = None
+) -> gate.Reference | None:
+    """The champion's test predictions, or None when there is no champion.
+
+    When the champion was evaluated on another test split (the data changed) and the
+    challenger is a classifier or generator, the champion is re-scored on the
+    challenger's test split through ``models:/NAME/VERSION``: both are then judged on
+    the same rows. Preference policies cannot be re-scored that way (their metric needs
+    the reference model's log-probabilities), so the gate refuses to compare them.
+    """
     version = aliases(tracking, name).get(CHAMPION)
     if version is None:
         return None
-    mv = call(
-        tracking, f"read {name} v{version}", lambda: _client().get_model_version(name, version)
+    client = _client()
+    mv = call(tracking, f"read {name} v{version}", lambda: client.get_model_version(name, version))
+    run = call(tracking, f"read run {mv.run_id}", lambda: client.get_run(mv.run_id))
+    split = run.data.tags.get(f"{TAG}test_split")
+    label = f"champion v{version} ({mv.tags.get('method', '?')})"
+    if card is not None and split != card.test_split and card.task != "preference":
+        table = rescore(tracking, name, version, card)
+        if table is not None:
+            return gate.Reference(
+                f"{label}, re-scored on this test split", table, card.test_split, version, mv.run_id
+            )
+    return gate.Reference(label, _predictions_of(tracking, mv.run_id), split, version, mv.run_id)
+
+
+def rescore(tracking: Tracking, name: str, version: str, card: Scorecard) -> pd.DataFrame | None:
+    """The champion's predictions for the challenger's test inputs (None if it has none)."""
+    import mlflow.pyfunc
+
+    from tunelab.predict import LoadedModel
+
+    table = card.predictions()
+    column = next(
+        (c for c in ("text", "input", "prompt") if table is not None and c in table), None
     )
-    run = call(tracking, f"read run {mv.run_id}", lambda: _client().get_run(mv.run_id))
-    return gate.Reference(
-        label=f"champion v{version} ({mv.tags.get('method', '?')})",
-        table=_predictions_of(tracking, mv.run_id),
-        test_split=run.data.tags.get(f"{TAG}test_split"),
-        version=version,
-        run_id=mv.run_id,
+    if column is None or "reference" not in table.columns:
+        return None
+    uri = f"models:/{name}/{version}"
+    model = LoadedModel(
+        name, version, uri, call(tracking, f"load {uri}", lambda: mlflow.pyfunc.load_model(uri))
     )
+    texts = table[column].astype(str).tolist()
+    predictions = [
+        p for start in range(0, len(texts), 16) for p in model.predict(texts[start : start + 16])
+    ]
+    scored = table[[c for c in (column, "prompt", "reference") if c in table.columns]].copy()
+    scored = scored.loc[:, ~scored.columns.duplicated()]
+    scored["prediction"] = predictions
+    if card.task == "classification":
+        scored["correct"] = scored["reference"].astype(str) == scored["prediction"].astype(str)
+    return scored
 
 
 def baseline_references(
@@ -202,7 +241,7 @@ def judge(
     if table is None:
         raise RegistryError(f"{card.run_dir} has no predictions to compare.")
     name = model_name(cfg)
-    champion = champion_reference(tracking, name)
+    champion = champion_reference(tracking, name, card)
     baselines = (
         []
         if champion
@@ -374,3 +413,19 @@ def list_versions(tracking: Tracking, name: str | None = None) -> list[dict]:
                 }
             )
     return rows
+
+
+def champion_data_version(tracking: Tracking, name: str) -> str | None:
+    """The data version the current champion was trained on (None: no model or champion)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        mv = call(
+            tracking,
+            f"read {name}@{CHAMPION}",
+            lambda: client.get_model_version_by_alias(name, CHAMPION),
+        )
+    except MlflowException:
+        return None
+    return mv.tags.get("data_version")

@@ -759,7 +759,12 @@ def _prompt(
         f"{'chat template' if prompter.use_chat else 'plain text'}, model {cfg.model.name}."
     )
 
-    for split in _eval_splits(data):
+    splits = _eval_splits(data)
+    if not p.score_validation and "test" in splits:
+        # Nothing is fitted, so validation scores select nothing: skip them to save time.
+        splits = ["test"]
+        result.notes.append("validation split not scored (prompting.score_validation=false).")
+    for split in splits:
         frame = data[split]
         if p.max_examples is not None and len(frame) > p.max_examples:
             result.notes.append(
