@@ -316,6 +316,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(
             f"Config file {path} must hold a mapping of sections, got {type(raw).__name__}."
         )
+    if "datasets" in raw and not ({"data", "model", "train"} & set(raw)):
+        raise ConfigError(
+            f"{path} is a milestone plan (datasets and their methods), not a run config: "
+            f"run it with `tunelab run {path}`, or pass one of the run configs it lists."
+        )
     base = raw.pop("base", None)
     if base is None:
         return raw

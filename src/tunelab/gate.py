@@ -1,12 +1,12 @@
 """The promotion gate: may a challenger replace the champion? Pure logic, no MLflow.
 
 A challenger is compared with one reference on the same frozen test split, row by row:
-the champion if there is one, else the best baseline (a recorded baseline run or the
-trivial one built in: majority class, echoing the prompt, the untrained reference
-policy). It is promoted only if its primary metric beats the reference by at least
-``registry.min_improvement``, a paired test (McNemar for accuracy, paired bootstrap
-otherwise) gives p <= ``registry.significance``, and it meets the optional limits on
-latency and size.
+the champion if there is one, else the best baseline: the best recorded baseline run on
+the same test split, or, when none was run, the trivial one built in (majority class,
+echoing the prompt, the untrained reference policy). It is promoted only if its primary
+metric beats the reference by at least ``registry.min_improvement``, a paired test
+(McNemar for accuracy, paired bootstrap otherwise) gives p <= ``registry.significance``,
+and it meets the optional limits on latency and size.
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ def decide(
     else:
         candidates = [b for b in baselines if b.test_split == card.test_split]
         built_in = implicit_baseline(card, table)
-        if built_in is not None:
+        if not candidates and built_in is not None:
+            # No baseline was run on this split: the trivial one of the task stands in.
             candidates.append(built_in)
         if not candidates:
             decision.reason = (

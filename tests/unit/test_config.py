@@ -6,7 +6,13 @@ from tunelab import config
 from tunelab.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).parents[2] / "configs"
-CONFIGS = sorted(CONFIGS_DIR.rglob("*.yaml"))
+# Run configs; milestone plans (a `datasets:` mapping) are tested in test_milestone_plan.
+CONFIGS = sorted(p for p in CONFIGS_DIR.rglob("*.yaml") if "datasets:" not in p.read_text())
+
+
+def test_a_milestone_plan_given_as_a_run_config_says_what_it_is():
+    with pytest.raises(ConfigError, match=r"milestone plan.*tunelab run"):
+        config.load(CONFIGS_DIR / "milestone.yaml")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(CONFIGS_DIR).as_posix())

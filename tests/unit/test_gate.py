@@ -215,3 +215,20 @@ def test_decision_records_render(tmp_path):
     assert float(tags["gate.p_value"]) == pytest.approx(decision.p_value, rel=1e-5)
     note = decision.to_markdown("sentiment-classifier", "2")
     assert "version 2: **promoted**" in note and "champion v1" in note
+
+
+def test_recorded_baselines_take_the_place_of_the_built_in_one(tmp_path):
+    """Echoing the prompt can score well on ROUGE; the bar is the baseline that was run."""
+    table = pd.DataFrame(
+        {
+            "prompt": [f"summarise: the cat sat on mat {i}" for i in range(10)],
+            "reference": [f"the cat sat on mat {i}" for i in range(10)],
+            "prediction": ["a cat"] * 10,
+        }
+    )
+    zero_shot = table.assign(prediction=["a dog"] * 10)
+    card = card_for(tmp_path, table, task="generation", metric="rougeL")
+    recorded = gate.Reference("baseline-prompt (run z)", zero_shot, SPLIT)
+    decision = gate.decide(card, table, cfg_with(), None, [recorded])
+    assert decision.versus == "baseline-prompt (run z)"
+    assert decision.delta > 0
