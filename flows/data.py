@@ -67,7 +67,9 @@ def report(frames, cfg: RunConfig, data_version, outcome, workspace: Workspace):
     return result
 
 
-@flow(name="prepare-data", log_prints=True)
+# log_prints stays off: it replaces builtins.print, which breaks libraries that capture
+# their own printed output (dill, under datasets, disassembles functions that way).
+@flow(name="prepare-data")
 def prepare_data(configs: list[RunConfig], workdir: str | None = None) -> list[dict]:
     """Prepare every configured dataset; returns one summary row per dataset."""
     workspace = Workspace.resolve(workdir).ensure()

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -154,7 +154,7 @@ def _dataset_entry(row: dict) -> report.DatasetEntry:
     )
 
 
-@flow(name="milestone", log_prints=True)
+@flow(name="milestone")  # log_prints off: see flows/data.py
 def milestone(
     config: str = "configs/milestone.yaml", workdir: str | None = None, refresh: bool = False
 ) -> dict:
@@ -206,7 +206,7 @@ def finish(plan: Plan, entries, files, champions: dict, started: float) -> dict:
     (files.folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     required = {m.label for m in plan.methods() if m.required}
     failed = [e for e in entries if e.status != "ok" and f"{e.dataset}/{e.method}" in required]
-    print(f"Milestone review: {files.markdown_path} (HTML: {files.html_path})")
+    get_run_logger().info("Milestone review: %s (HTML: %s)", files.markdown_path, files.html_path)
     if failed:
         listing = "; ".join(f"{e.dataset}/{e.method}: {e.error}" for e in failed)
         raise PipelineError(

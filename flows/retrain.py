@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -35,7 +35,7 @@ def candidate_version(cfg) -> str:
     return versioning.candidate_version(cfg.data.name, frames)
 
 
-@flow(name="scheduled-retraining", log_prints=True)
+@flow(name="scheduled-retraining")  # log_prints off: see flows/data.py
 def scheduled_retraining(config: str = "configs/retrain.yaml", workdir: str | None = None) -> dict:
     started = time.perf_counter()
     workspace = Workspace.resolve(workdir).ensure()
@@ -57,7 +57,7 @@ def scheduled_retraining(config: str = "configs/retrain.yaml", workdir: str | No
                 f"({was}): retraining"
             )
     message = "\n".join(lines)
-    print(message)
+    get_run_logger().info(message)
     create_markdown_artifact(
         key=DECISION_KEY,
         markdown=f"# Scheduled retraining\n\n{message}\n",

@@ -303,19 +303,21 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
         raise ConfigError(_explain(exc, where)) from None
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_mapping(path: Path, what: str = "Config file", example: str = "configs/sentiment.yaml"):
+    """A YAML file holding a mapping, or a ConfigError saying what is wrong with it."""
     if not path.is_file():
-        raise ConfigError(
-            f"Config file {path} does not exist. Pass a YAML file such as configs/sentiment.yaml."
-        )
+        raise ConfigError(f"{what} {path} does not exist. Pass a YAML file such as {example}.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"Config file {path} must hold a mapping of sections, got {type(raw).__name__}."
-        )
+        raise ConfigError(f"{what} {path} must hold a mapping, got {type(raw).__name__}.")
+    return raw
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    raw = read_mapping(path)
     if "datasets" in raw and not ({"data", "model", "train"} & set(raw)):
         raise ConfigError(
             f"{path} is a milestone plan (datasets and their methods), not a run config: "

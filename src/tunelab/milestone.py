@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunelab import config as config_mod
 from tunelab.config import RunConfig
 from tunelab.errors import ConfigError
@@ -86,15 +84,8 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a milestone YAML: every config exists, names its dataset, loads."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"Milestone config {path} does not exist. Pass one such as configs/milestone.yaml."
-        )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Milestone config {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
+    raw = config_mod.read_mapping(path, "Milestone config", "configs/milestone.yaml")
+    if not isinstance(raw.get("datasets"), dict):
         raise ConfigError(
             f"Milestone config {path} needs a 'datasets' mapping: dataset name -> methods "
             "(method name -> run config). See configs/milestone.yaml."
