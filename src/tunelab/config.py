@@ -285,8 +285,16 @@ class RunConfig(Section):
 
     def section_hash(self, section: str) -> str:
         """Stable hash of one section, for caching and lineage."""
-        payload = json.dumps(getattr(self, section).model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _digest(getattr(self, section).model_dump(mode="json"))
+
+    def config_hash(self) -> str:
+        """Stable hash of the whole resolved config (a lineage tag of every run)."""
+        return _digest(self.to_dict())
+
+
+def _digest(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

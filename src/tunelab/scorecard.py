@@ -220,7 +220,7 @@ def _serving_costs(card: Scorecard, result: TrainResult, measure_latency: bool) 
     served = serving.servable(result) if card.not_servable is None else None
     card.servable = served is not None
     if "adapter" in result.artifacts:
-        card.costs["adapter_size_mb"] = round(_folder_mb(result.artifact("adapter")), 3)
+        card.costs["adapter_size_mb"] = round(serving.disk_mb(result.artifact("adapter")), 3)
     if served is None:
         return
     card.costs["model_size_mb"] = round(served.size_mb(), 3)

@@ -46,9 +46,7 @@ class Servable:
 
     def size_mb(self) -> float:
         """Bytes on disk of the served model (folder or file), in MiB."""
-        if self.path.is_file():
-            return self.path.stat().st_size / 2**20
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) / 2**20
+        return disk_mb(self.path)
 
     def pipeline(self):
         """The transformers pipeline over the saved folder (CPU; what MLflow logs)."""
@@ -131,6 +129,13 @@ def why_not_servable(result: TrainResult) -> str | None:
     if (result.task, family) not in HF_TASKS:
         return f"no transformers pipeline serves {result.task} with a {family} model"
     return None
+
+
+def disk_mb(path: Path) -> float:
+    """Size on disk of a file or a folder (all files below it), in MiB."""
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def load_sklearn(path: Path):

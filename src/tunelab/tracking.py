@@ -11,7 +11,6 @@ a pipeline trains several). No secrets reach MLflow: see :func:`redact`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -201,13 +200,6 @@ def flat_params(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
-def config_hash(cfg: RunConfig) -> str:
-    import hashlib
-
-    payload = json.dumps(cfg.to_dict(), sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- lineage
 
 
@@ -250,7 +242,7 @@ def lineage_tags(
         f"{TAG}model": result.model,
         f"{TAG}data_version": result.data_version or "unrecorded",
         f"{TAG}test_split": card.test_split or "unrecorded",
-        f"{TAG}config_hash": config_hash(cfg),
+        f"{TAG}config_hash": cfg.config_hash(),
         f"{TAG}seed": str(cfg.train.seed),
         f"{TAG}device": f"{result.device} ({result.precision})",
         f"{TAG}primary_metric": card.primary_metric,

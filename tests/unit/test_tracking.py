@@ -126,7 +126,7 @@ def test_params_are_the_flattened_redacted_config():
     assert params["data.source"] == "https://***@example.org/rows.csv"
     assert "secretpw" not in " ".join(params.values())
     assert "secretpw" not in tracking.redact_yaml(cfg)
-    assert tracking.config_hash(cfg) == tracking.config_hash(cfg.model_copy(deep=True))
+    assert cfg.config_hash() == cfg.model_copy(deep=True).config_hash()
 
 
 def test_git_state_outside_a_repository_is_unknown(tmp_path):
