@@ -20,10 +20,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.data import prepare_data
 from flows.steps import STEPS, MethodContext, init_source, run_method, run_methods, start_parent_run
-from tunelab import milestone as plan_mod
+from tunelab.pipeline import plan as plan_mod
 from tunelab import report, tracking
 from tunelab.errors import PipelineError
-from tunelab.milestone import Plan
+from tunelab.pipeline.plan import Plan
 from tunelab.workspace import Workspace
 
 REVIEW_KEY = "milestone-review"

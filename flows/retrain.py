@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.data import io_retries, prepare_data
 from flows.milestone import champions_of, finish, run_datasets, write_review
-from tunelab import milestone as plan_mod
+from tunelab.pipeline import plan as plan_mod
 from tunelab import registry, tracking
 from tunelab.workspace import Workspace
 

@@ -18,11 +18,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tunelab import lifecycle, milestone, tracking
-from tunelab.milestone import MethodSpec
+from tunelab import tracking
+from tunelab.pipeline import method as lifecycle
+from tunelab.pipeline import plan as milestone
+from tunelab.pipeline.plan import MethodSpec
 from tunelab.report import MethodEntry
 from tunelab.scorecard import Scorecard
-from tunelab.train.common import TrainResult
+from tunelab.runs import TrainResult
 from tunelab.workspace import Workspace
 
 STEPS = ("train", "evaluate", "register")

@@ -242,7 +242,7 @@ def train_cmd(
     """Validate the data, train one method, evaluate it, track it in MLflow, register it
     and run the promotion gate; files land in runs/."""
     from tunelab import config as config_mod
-    from tunelab.lifecycle import train_and_register
+    from tunelab.pipeline.method import train_and_register
 
     cfg = _run(config_mod.load, config, overrides)
     outcome = _run(train_and_register, cfg, _workspace())

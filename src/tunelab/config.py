@@ -285,16 +285,17 @@ class RunConfig(Section):
 
     def section_hash(self, section: str) -> str:
         """Stable hash of one section, for caching and lineage."""
-        return _digest(getattr(self, section).model_dump(mode="json"))
+        return digest(getattr(self, section).model_dump(mode="json"))
 
     def config_hash(self) -> str:
         """Stable hash of the whole resolved config (a lineage tag of every run)."""
-        return _digest(self.to_dict())
+        return digest(self.to_dict())
 
 
-def _digest(payload: dict) -> str:
-    text = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def digest(payload: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-able payload (keys sorted; other values as str)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from tunelab.scorecard import Scorecard
-from tunelab.train.common import TrainResult
+from tunelab.runs import TrainResult
 
 INTENDED_USE = {
     "classification": "Labels a short text with one of: {labels}.",

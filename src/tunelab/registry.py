@@ -18,7 +18,7 @@ from tunelab.config import RunConfig
 from tunelab.errors import RegistryError
 from tunelab.scorecard import PREDICTIONS_FILE, Scorecard
 from tunelab.tracking import TAG, TrackedRun, Tracking, call
-from tunelab.train.common import TrainResult
+from tunelab.runs import TrainResult
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ROLE = {"classification": "classifier", "generation": "generator", "preference": "policy"}

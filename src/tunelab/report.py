@@ -24,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
+from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, SCORECARD_FILE
 
-SCORECARD_FILE = "scorecard.json"
-RESULT_FILE = "train_result.json"
-PREDICTIONS_FILE = "predictions.parquet"
 MARKDOWN_FILE = "review.md"
 HTML_FILE = "review.html"
 # Shown next to the primary metric, per task; a column nobody has is left out.

@@ -18,12 +18,16 @@ import pandas as pd
 from tunelab import evaluate
 from tunelab.config import RunConfig
 from tunelab.errors import EvaluationError
-from tunelab.train.common import TrainResult
+from tunelab.runs import (
+    CONFUSION_FILE,
+    PREDICTIONS_FILE,
+    SCORECARD_FILE,
+    TrainResult,
+    input_column,
+    method_label,
+)
 from tunelab.workspace import Workspace
 
-SCORECARD_FILE = "scorecard.json"
-PREDICTIONS_FILE = "predictions.parquet"
-CONFUSION_FILE = "confusion_matrix.png"
 LATENCY_EXAMPLES = 32
 # The metric a task is judged by when the config does not say (eval.primary_metric).
 DEFAULT_PRIMARY = {
@@ -122,7 +126,7 @@ def evaluate_run(
     """
     card = Scorecard(
         dataset=result.dataset,
-        method=_method_label(result, cfg),
+        method=method_label(cfg),
         task=result.task,
         model=result.model,
         run_dir=result.output_dir,
@@ -143,12 +147,6 @@ def evaluate_run(
     _serving_costs(card, result, measure_latency)
     card.save()
     return card
-
-
-def _method_label(result: TrainResult, cfg: RunConfig) -> str:
-    if result.method == "baseline":
-        return f"baseline-{cfg.train.baseline.kind}"
-    return result.method
 
 
 def _score(card: Scorecard, result: TrainResult, cfg: RunConfig) -> None:
@@ -234,13 +232,5 @@ def _serving_costs(card: Scorecard, result: TrainResult, measure_latency: bool) 
 def _inputs(table: pd.DataFrame | None, task: str) -> list[str]:
     if table is None:
         return []
-    for column in ("text", "input", "prompt"):
-        if column in table.columns:
-            return table[column].astype(str).tolist()
-    return []
-
-
-def _folder_mb(path: Path) -> float:
-    if path.is_file():
-        return path.stat().st_size / 2**20
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    column = input_column(table.columns)
+    return table[column].astype(str).tolist() if column else []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from tunelab.train.common import TrainResult
+from tunelab.runs import TrainResult
 
 HF_TASKS = {
     ("classification", "encoder"): "text-classification",

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from tunelab.config import RunConfig
 from tunelab.errors import TrackingError
 from tunelab.scorecard import Scorecard
-from tunelab.train.common import TrainResult, last_checkpoint, library_versions
+from tunelab.runs import TrainResult
+from tunelab.train.common import last_checkpoint, library_versions
 from tunelab.workspace import Workspace
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ import pytest
 
 from tunelab import config, predict, registry
 from tunelab.errors import RegistryError
-from tunelab.lifecycle import Outcome, train_and_register
+from tunelab.pipeline.method import Outcome, train_and_register
 from tunelab.workspace import Workspace
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

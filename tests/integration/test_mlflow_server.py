@@ -10,7 +10,7 @@ from services import MlflowServer
 
 from tunelab import registry
 from tunelab.errors import TrackingError
-from tunelab.lifecycle import train_and_register
+from tunelab.pipeline.method import train_and_register
 
 pytestmark = pytest.mark.integration
 

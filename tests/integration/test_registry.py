@@ -59,7 +59,7 @@ def test_predict_and_registry_cli(local_store, tmp_path):
     from typer.testing import CliRunner
 
     from tunelab.cli import app
-    from tunelab.lifecycle import train_and_register
+    from tunelab.pipeline.method import train_and_register
 
     outcome = train_and_register(tfidf(), local_store)
     assert outcome.decision.promote, outcome.decision.reason
@@ -94,8 +94,9 @@ def test_predict_and_registry_cli(local_store, tmp_path):
 
 
 def test_a_run_whose_evaluation_failed_is_not_registered(local_store):
-    from tunelab import lifecycle, scorecard
-    from tunelab.train import train_from_config
+    from tunelab import scorecard
+    from tunelab.pipeline import method as lifecycle
+    from tunelab.pipeline.method import train_from_config
 
     cfg = tfidf()
     target = tracking.setup(local_store)
@@ -114,7 +115,7 @@ def test_a_run_whose_evaluation_failed_is_not_registered(local_store):
 def test_an_unreachable_server_fails_before_training(local_store, monkeypatch):
     from services import free_port
 
-    from tunelab.lifecycle import train_and_register
+    from tunelab.pipeline.method import train_and_register
 
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -135,7 +136,7 @@ def test_generators_are_registered_and_generate_text(local_store, config_name, m
     from registry_scenario import CONFIGS
 
     from tunelab import config, predict
-    from tunelab.lifecycle import train_and_register
+    from tunelab.pipeline.method import train_and_register
 
     outcome = train_and_register(config.load(CONFIGS / "tiny" / config_name), local_store)
     assert outcome.model_name == model_name and outcome.version == "1"

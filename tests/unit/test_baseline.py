@@ -12,7 +12,7 @@ from tunelab import config
 from tunelab.errors import TrainingError
 from tunelab.train import train
 from tunelab.train.baseline import _demonstrations
-from tunelab.train.common import RESULT_FILE, TrainResult
+from tunelab.runs import RESULT_FILE, TrainResult
 from tunelab.workspace import Workspace
 
 LABELS = ["negative", "neutral", "positive"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab import milestone
+from tunelab.pipeline import plan as milestone
 from tunelab.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -14,7 +14,8 @@ from tunelab import config, models
 from tunelab.errors import TrainingError
 from tunelab.train import check_method, preference
 from tunelab.train import train as run_training
-from tunelab.train.common import DeviceChoice, TrainResult
+from tunelab.runs import TrainResult
+from tunelab.train.common import DeviceChoice
 from tunelab.workspace import Workspace
 
 CPU = DeviceChoice("cpu", "fp32")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tunelab import config
+from tunelab import config, runs
 from tunelab.errors import ConfigError, ModelError, TrainingError
 from tunelab.train import check_method, common, train
 from tunelab.workspace import Workspace
@@ -93,13 +93,13 @@ def test_run_folder_is_stable_and_changes_with_the_training_config(tmp_path):
     cfg = config.load(None, ["train.method=lora", "model.name=minilm-l6"])
     same = config.load(None, ["train.method=lora", "model.name=minilm-l6"])
     other = config.load(None, ["train.method=lora", "model.name=minilm-l6", "train.adapter.r=4"])
-    folder = common.run_dir(cfg, ws, "abc")
-    assert folder == common.run_dir(same, ws, "abc")
+    folder = runs.run_dir(cfg, ws, "abc")
+    assert folder == runs.run_dir(same, ws, "abc")
     assert folder.name.startswith("lora-minilm-l6-")
-    assert folder != common.run_dir(other, ws, "abc")
-    assert folder != common.run_dir(cfg, ws, "def")  # another data version
+    assert folder != runs.run_dir(other, ws, "abc")
+    assert folder != runs.run_dir(cfg, ws, "def")  # another data version
     majority = config.load(None, ["train.baseline.kind=majority"])
-    assert common.run_dir(majority, ws, "abc").name.startswith("baseline-majority-sklearn-")
+    assert runs.run_dir(majority, ws, "abc").name.startswith("baseline-majority-sklearn-")
 
 
 def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path):

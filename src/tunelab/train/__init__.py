@@ -14,7 +14,8 @@ import pandas as pd
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
-from tunelab.train.common import TrainResult, run_dir, seed_everything
+from tunelab.runs import TrainResult, run_dir
+from tunelab.train.common import seed_everything
 from tunelab.workspace import Workspace
 
 ADAPTER_METHODS = ("lora", "prefix", "prompt", "ia3")
@@ -84,20 +85,3 @@ def train(
     else:
         from tunelab.train import preference as module
     return module.train(cfg, data, output_dir, data_version)
-
-
-def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:
-    """The whole `tunelab train`: prepare the data (the validation gate), then train.
-
-    Preparing unchanged data is cheap and rewrites nothing; it guarantees the splits
-    trained on are the validated ones the config describes.
-    """
-    from tunelab.data.prepare import prepare_dataset
-
-    check_method(cfg)
-    workspace = (workspace or Workspace.resolve()).ensure()
-    prepared = prepare_dataset(cfg, workspace)
-    from tunelab.data import versioning
-
-    data = versioning.load_splits(cfg.data.name, workspace)
-    return train(cfg, data, workspace, data_version=prepared.version.version)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
+from tunelab.runs import TrainResult
 from tunelab.train import common, finetune
 
 METHODS = ("lora", "prefix", "prompt", "ia3")
@@ -47,7 +48,7 @@ EXTRA_LORA_TARGETS: dict[str, list[str]] = {}
 
 def train(
     cfg: RunConfig, data: dict[str, pd.DataFrame], output_dir: Path, data_version: str | None
-) -> common.TrainResult:
+) -> TrainResult:
     """Train an adapter of kind ``cfg.train.method`` on ``cfg.model.name``."""
     method = cfg.train.method
     if method not in METHODS:

@@ -31,10 +31,10 @@ import pandas as pd
 from tunelab import evaluate
 from tunelab.config import PromptingConfig, RunConfig
 from tunelab.errors import TrainingError
+from tunelab.runs import PREDICTIONS_FILE, PROMPT_EXAMPLE_FILE, TrainResult
 from tunelab.train.common import (
     DeviceChoice,
     ResourceMeter,
-    TrainResult,
     finish,
     pick_device,
     show_progress,
@@ -42,8 +42,6 @@ from tunelab.train.common import (
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_FILE = "predictions.parquet"
-PROMPT_EXAMPLE_FILE = "prompt_example.txt"
 EVAL_SPLITS = ("test", "validation")
 PAIR_SEPARATOR = " [SEP] "
 PATTERN_FIELDS = ("text", "text_pair", "prompt", "choices")

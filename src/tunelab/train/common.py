@@ -20,63 +20,9 @@ from typing import Any
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
-from tunelab.workspace import Workspace
+from tunelab.runs import TrainResult
 
-RESULT_FILE = "train_result.json"
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn")
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced and what it cost; saved as train_result.json."""
-
-    method: str
-    model: str
-    dataset: str
-    task: str
-    output_dir: str
-    data_version: str | None = None
-    # One row per logging step: {"step", "epoch", "loss"} or {"step", "epoch", "eval_loss"}.
-    history: list[dict] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    trainable_params: int = 0
-    total_params: int = 0
-    wall_seconds: float = 0.0
-    # Time inside trainer.train() and the optimizer steps it took (none for baselines).
-    train_seconds: float | None = None
-    train_steps: int = 0
-    # Peak resident memory while trainer.train() ran (peak_rss_mb covers the whole run,
-    # evaluation and merge checks included).
-    train_peak_rss_mb: float | None = None
-    peak_rss_mb: float = 0.0
-    cuda_max_allocated_mb: float | None = None
-    tokens_per_second: float | None = None
-    device: str = "cpu"
-    precision: str = "fp32"
-    resumed_from: str | None = None
-    # Named files the run wrote (model folder, adapter, merged model, plots), relative paths.
-    artifacts: dict[str, str] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def trainable_share(self) -> float:
-        return self.trainable_params / self.total_params if self.total_params else 0.0
-
-    def artifact(self, name: str) -> Path:
-        return Path(self.output_dir) / self.artifacts[name]
-
-    def save(self) -> Path:
-        path = Path(self.output_dir) / RESULT_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, folder: str | Path) -> TrainResult:
-        path = Path(folder) / RESULT_FILE
-        if not path.is_file():
-            raise TrainingError(f"{folder} holds no {RESULT_FILE}: it is not a finished run.")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------- devices and seeds
@@ -130,42 +76,6 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
-
-
-# ---------------------------------------------------------------- run folders
-
-
-def model_slug(reference: str) -> str:
-    """A folder-safe short name for a model reference (alias, path or hub id)."""
-    name = Path(reference.rstrip("/")).name if "/" in reference else reference
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).lower()[:40]
-
-
-def run_key(cfg: RunConfig, data_version: str | None) -> str:
-    """Same model, training config and data version -> same key -> the same folder to resume."""
-    payload = json.dumps(
-        {
-            "model": cfg.model.model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json"),
-            "task": cfg.data.task,
-            "labels": cfg.data.labels,
-            "data_version": data_version,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
-
-
-def run_dir(cfg: RunConfig, workspace: Workspace, data_version: str | None) -> Path:
-    """runs/<dataset>/<method>-<model>-<key>/ in the workspace."""
-    method, model = cfg.train.method, model_slug(cfg.model.name)
-    if method == "baseline":
-        kind = cfg.train.baseline.kind
-        # majority and tfidf use no language model: its name would only mislead.
-        method, model = f"baseline-{kind}", (model if kind == "prompt" else "sklearn")
-    return (
-        workspace.root / "runs" / cfg.data.name / f"{method}-{model}-{run_key(cfg, data_version)}"
-    )
 
 
 # ---------------------------------------------------------------- measuring

@@ -28,6 +28,7 @@ from tunelab import models
 from tunelab.config import RunConfig
 from tunelab.errors import ModelError, TrainingError
 from tunelab.evaluate import classification_metrics, rouge_scores
+from tunelab.runs import PREDICTIONS_FILE, TrainResult
 from tunelab.train import common
 
 SPLITS = ("train", "validation", "test")
@@ -35,7 +36,6 @@ IGNORE_INDEX = -100
 # Greedy generation for ROUGE runs on at most this many test prompts (generation is slow).
 MAX_GENERATED = 32
 MAX_NEW_TOKENS = 64
-PREDICTIONS_FILE = "predictions.parquet"
 MODEL_DIR = "model"
 
 
@@ -73,7 +73,7 @@ class Job:
 
 def train(
     cfg: RunConfig, data: dict[str, pd.DataFrame], output_dir: Path, data_version: str | None
-) -> common.TrainResult:
+) -> TrainResult:
     """Fine-tune every weight of ``cfg.model.name`` on the splits; save it to ``model/``."""
     device = common.pick_device(cfg)
     with common.ResourceMeter() as meter:
@@ -430,8 +430,8 @@ def new_result(
     job: Job,
     fitted: Fitted,
     metrics: dict[str, float],
-) -> common.TrainResult:
-    result = common.TrainResult(
+) -> TrainResult:
+    result = TrainResult(
         method=cfg.train.method,
         model=cfg.model.name,
         dataset=cfg.data.name,

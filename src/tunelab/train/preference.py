@@ -33,12 +33,11 @@ from tunelab import models
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.train import common
-from tunelab.train.common import TrainResult
+from tunelab.runs import PREDICTIONS_FILE, TrainResult
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("prompt", "chosen", "rejected")
-PREDICTIONS_FILE = "predictions.parquet"
 # Plain-text format (no chat template): the response starts on the line after the prompt.
 PLAIN_SEPARATOR = "\n"
 

@@ -12,7 +12,7 @@ from tunelab import registry, scorecard, tracking
 from tunelab.config import RunConfig
 from tunelab.gate import Decision
 from tunelab.scorecard import Scorecard
-from tunelab.train.common import TrainResult
+from tunelab.runs import TrainResult
 from tunelab.workspace import Workspace
 
 
@@ -77,9 +77,24 @@ def track_and_register(
 def train_and_register(cfg: RunConfig, workspace: Workspace) -> Outcome:
     """The whole `tunelab train`. The tracking target is checked first: a dead server
     fails the command before any training time is spent."""
-    from tunelab.train import train_from_config
-
     target = tracking.setup(workspace, cfg.registry.tracking_uri)
     result = train_from_config(cfg, workspace)
     card = evaluate(cfg, result, workspace)
     return track_and_register(cfg, result, card, workspace, target)
+
+
+def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:
+    """The whole `tunelab train`: prepare the data (the validation gate), then train.
+
+    Preparing unchanged data is cheap and rewrites nothing; it guarantees the splits
+    trained on are the validated ones the config describes.
+    """
+    from tunelab.data import versioning
+    from tunelab.data.prepare import prepare_dataset
+    from tunelab.train import check_method, train
+
+    check_method(cfg)
+    workspace = (workspace or Workspace.resolve()).ensure()
+    prepared = prepare_dataset(cfg, workspace)
+    data = versioning.load_splits(cfg.data.name, workspace)
+    return train(cfg, data, workspace, data_version=prepared.version.version)
