@@ -62,24 +62,24 @@ def main() -> None:
         first_s, first = run_once(config, Path(tmp))
         second_s, second = run_once(config, Path(tmp))
     wall = first["wall_seconds"]
-    work = first["train_seconds"] + first["evaluate_seconds"]
+    work = first["step_seconds"]["train"] + first["step_seconds"]["evaluate"]
     rows = [
         ("first run, end to end (s)", f"{first_s:.1f}"),
         ("flow wall time (s)", f"{wall:.1f}"),
-        ("inside train() (s)", f"{first['train_seconds']:.1f}"),
-        ("inside evaluation (s)", f"{first['evaluate_seconds']:.1f}"),
-        ("inside tracking + registry + gate (s)", f"{first['register_seconds']:.1f}"),
+        ("inside train() (s)", f"{first['step_seconds']['train']:.1f}"),
+        ("inside evaluation (s)", f"{first['step_seconds']['evaluate']:.1f}"),
+        ("inside tracking + registry + gate (s)", f"{first['step_seconds']['register']:.1f}"),
         (
             "**orchestration overhead**: (wall - train - evaluate) / wall",
             f"**{(wall - work) / wall:.1%}**",
         ),
         (
             "of which tracking + registry + gate",
-            f"{first['register_seconds'] / wall:.1%}",
+            f"{first['step_seconds']['register'] / wall:.1%}",
         ),
         (
             "of which the rest (data gate, review, Prefect)",
-            f"{(wall - work - first['register_seconds']) / wall:.1%}",
+            f"{(wall - work - first['step_seconds']['register']) / wall:.1%}",
         ),
         ("cached re-run, end to end (s)", f"{second_s:.1f}"),
         (

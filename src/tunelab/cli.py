@@ -148,30 +148,30 @@ def data_prepare(
         ]
     from flows.data import prepare_data
 
-    rows = _run_flow(prepare_data, cfgs, str(_workspace().root))
-    _print_prepared(rows)
+    prepared = _run_flow(prepare_data, cfgs, str(_workspace().root))
+    _print_prepared(prepared)
 
 
-def _print_prepared(rows: list[dict]) -> None:
+def _print_prepared(prepared: list) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Prepared datasets")
     for column in ("dataset", "version", "train", "validation", "test", "changed"):
         table.add_column(column)
-    for row in rows:
+    for data in prepared:
         table.add_row(
-            row["dataset"],
-            row["version"],
-            *(str(row.get(f"rows_{s}", 0)) for s in ("train", "validation", "test")),
-            "yes" if row["changed"] else "no (unchanged)",
+            data.name,
+            data.version_id,
+            *(str(data.rows.get(s, 0)) for s in ("train", "validation", "test")),
+            "yes" if data.changed else "no (unchanged)",
         )
     console = Console()
     console.print(table)
-    for row in rows:
-        console.print(f"{row['dataset']}: report {row['report']}")
-        if row["data_docs"]:
-            console.print(f"{row['dataset']}: Data Docs {row['data_docs']}")
+    for data in prepared:
+        console.print(f"{data.name}: report {data.report_path}")
+        if data.data_docs:
+            console.print(f"{data.name}: Data Docs {data.data_docs}")
 
 
 @data_app.command("show")
@@ -298,21 +298,19 @@ def _print_outcome(outcome) -> None:
         console.print(line)
     else:
         console.print(f"[bold red]Evaluation failed:[/] {escape(card.error or '')}")
-    if outcome.tracked:
+    done = outcome.registration
+    if done.tracked:
+        console.print(f"MLflow run: {done.run_id}" + (f" ({done.run_url})" if done.run_url else ""))
+    if done.not_registered:
+        console.print(f"Not registered: {escape(done.not_registered)}.")
+    elif done.decision:
         console.print(
-            f"MLflow run: {outcome.tracked.run_id}"
-            + (f" ({outcome.tracked.run_url})" if outcome.tracked.run_url else "")
+            f"Registered {done.model_name} version {done.version}: "
+            f"[bold]{done.decision.outcome}[/]. {escape(done.decision.reason)}"
         )
-    if outcome.not_registered:
-        console.print(f"Not registered: {escape(outcome.not_registered)}.")
-    elif outcome.decision:
-        console.print(
-            f"Registered {outcome.model_name} version {outcome.version}: "
-            f"[bold]{outcome.decision.outcome}[/]. {escape(outcome.decision.reason)}"
-        )
-        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted((outcome.aliases or {}).items()))
-        console.print(f"Aliases of {outcome.model_name}: {aliases or 'none'}")
-    from tunelab import tracking
+        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted((done.aliases or {}).items()))
+        console.print(f"Aliases of {done.model_name}: {aliases or 'none'}")
+    from tunelab.lifecycle import tracking
 
     console.print(escape(tracking.resolve(_workspace()).ui_hint()))
 
@@ -370,33 +368,32 @@ def run_cmd(
     _print_summary(summary)
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Milestone")
     for column in ("dataset", "method", "status", "reused", "registered", "gate"):
         table.add_column(column, overflow="fold")
-    for row in summary["methods"]:
+    for record in summary.methods:
+        done = record.registration
         table.add_row(
-            row["dataset"],
-            row["method"],
-            row["status"] if row["status"] == "ok" else f"failed: {row['error']}",
-            ", ".join(row["reused"]) or "-",
-            f"{row['model_name']} v{row['version']}" if row["version"] else "-",
-            row["outcome"] or "-",
+            record.dataset,
+            record.method,
+            record.status if record.ok else f"failed: {record.error}",
+            ", ".join(record.reused) or "-",
+            (record.model_version if done and done.version else None) or "-",
+            (done.decision.outcome if done and done.decision else None) or "-",
         )
     console = Console()
     console.print(table)
-    reused = sum(len(r["reused"]) for r in summary["methods"])
-    total = sum(3 if r["status"] == "ok" else 0 for r in summary["methods"])
     console.print(
-        f"Steps reused from the cache: {reused} of {total}. "
-        f"Wall time {summary['wall_seconds']:.0f} s."
+        f"Steps reused from the cache: {summary.reused_steps} of {summary.finished_steps}. "
+        f"Wall time {summary.wall_seconds:.0f} s."
     )
-    console.print(f"Review: {summary['report']}")
-    console.print(f"        {summary['html']}")
-    for name, version in summary["champions"].items():
+    console.print(f"Review: {summary.report}")
+    console.print(f"        {summary.html}")
+    for name, version in summary.champions.items():
         console.print(f"Champion of {name}: " + (f"version {version}" if version else "none"))
 
 
@@ -422,7 +419,7 @@ def deploy_cmd(
                 "to run the deployments in this process without a server)."
             )
         )
-    from flows.deployments import deploy_all
+    from tunelab.deployments import deploy_all
 
     rows = _run(deploy_all, cron, timezone)
     table = Table(title=f"Deployments on {os.environ['PREFECT_API_URL']}")
@@ -441,7 +438,7 @@ def serve_cmd(
     timezone: Annotated[str | None, typer.Option("--timezone", help="Its time zone.")] = None,
 ) -> None:
     """Serve both deployments from this process (flow.serve): one-machine use, no worker."""
-    from flows.deployments import serve_all
+    from tunelab.deployments import serve_all
 
     _run(serve_all, cron, timezone)
 
@@ -504,7 +501,7 @@ def services_status() -> None:
 
 def _tracking():
     """The MLflow target of registry commands ($MLFLOW_TRACKING_URI or the workspace store)."""
-    from tunelab import tracking
+    from tunelab.lifecycle import tracking
 
     return _run(tracking.setup, _workspace())
 
@@ -517,7 +514,7 @@ def registry_list(
     from rich.console import Console
     from rich.table import Table
 
-    from tunelab import registry
+    from tunelab.lifecycle import registry
 
     target = _tracking()
     rows = _run(registry.list_versions, target, name)
@@ -557,7 +554,7 @@ def registry_promote(
     ] = "no reason given",
 ) -> None:
     """Make VERSION the champion by hand (recorded as a manual decision)."""
-    from tunelab import registry
+    from tunelab.lifecycle import registry
 
     if not force:
         _fail(
@@ -578,7 +575,7 @@ def registry_rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
 ) -> None:
     """Restore the previous champion (champion <- previous)."""
-    from tunelab import registry
+    from tunelab.lifecycle import registry
 
     change = _run(registry.rollback, _tracking(), name)
     typer.echo(
@@ -600,7 +597,7 @@ def predict_cmd(
     column: Annotated[str | None, typer.Option("--column", help="Input column name.")] = None,
 ) -> None:
     """Predict with a registered model, loaded through models:/NAME@ALIAS."""
-    from tunelab import predict
+    from tunelab.lifecycle import predict
 
     if (text is None) == (input_file is None):
         _fail(_user_error("Give either one TEXT or --input FILE.csv (with --output)."))

@@ -12,6 +12,7 @@ milliseconds rather than a thousand calls into scikit-learn or sacrebleu.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,52 @@ def generation_metrics(predictions: Sequence[str], references: Sequence[str]) ->
     metrics["mean_output_words"] = float(np.mean([len(p.split()) for p in predictions]))
     metrics["mean_reference_words"] = float(np.mean([len(r.split()) for r in references]))
     return metrics
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean token loss); inf where that overflows a float."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+# Preference ----------------------------------------------------------------------------
+
+
+def preference_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Reward accuracy and margin, log-likelihood win rate and mean log-ratios of a DPO
+    predictions table (``reward_win``, ``reward_margin``, ``loglik_win`` and the
+    ``logp_{chosen,rejected}_{policy,ref}`` columns); non-finite values are left out."""
+    if table.empty:
+        return {}
+    metrics = {
+        "reward_accuracy": table["reward_win"].mean(),
+        "reward_margin": table["reward_margin"].mean(),
+        "loglik_win_rate": table["loglik_win"].mean(),
+        "chosen_logratio": (table["logp_chosen_policy"] - table["logp_chosen_ref"]).mean(),
+        "rejected_logratio": (table["logp_rejected_policy"] - table["logp_rejected_ref"]).mean(),
+        "pairs": len(table),
+    }
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+def loglik_margin_metrics(
+    margins: Sequence[float], sum_margins: Sequence[float]
+) -> dict[str, float]:
+    """How often chosen beats rejected by its log-likelihood margin (mean per token, and
+    summed: ``_sum``), a tie counting half, and the mean per-token margin."""
+
+    def win_rate(values: Sequence[float]) -> float:
+        return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in values) / len(values)
+
+    return {
+        "loglik_win_rate": win_rate(margins),
+        "loglik_win_rate_sum": win_rate(sum_margins),
+        "mean_loglik_margin": sum(margins) / len(margins),
+    }
+
+
+def invalid_rate(predictions: Sequence[str]) -> float:
+    """Share of empty predictions (answers in which no label was found)."""
+    return sum(pred == "" for pred in predictions) / len(predictions)
 
 
 # Tables ---------------------------------------------------------------------------------

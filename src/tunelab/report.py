@@ -13,18 +13,17 @@ scorecard is missing or failed, is shown as failed with its error.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-import os
-import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlparse
-from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, SCORECARD_FILE
+from urllib.parse import urlparse
+
+from tunelab import markdown as md
+from tunelab.pipeline.records import MethodRecord, Registration
+from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, SCORECARD_FILE, input_column
 
 MARKDOWN_FILE = "review.md"
 HTML_FILE = "review.html"
@@ -39,20 +38,9 @@ CLASSIFICATION_EXAMPLES = 5
 CLASSIFICATION_INPUT_CHARS = 120
 GENERATION_EXAMPLES = 3
 GENERATION_CHARS = 200
-NONE = "–"
+NONE = md.MISSING
 # Metrics reported on a 0-100 scale get fewer decimals.
 PERCENT_SCALE = {"bleu", "chrf"}
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; line-height: 1.45;
-       max-width: 1200px; margin: 2rem auto; padding: 0 1rem; color: #222; }
-h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-tr:nth-child(even) td { background: #fafafa; }
-code { background: #f3f3f3; padding: 0 .2rem; border-radius: 3px; }
-img { max-width: 100%; height: auto; }
-"""
 
 
 @dataclass
@@ -66,29 +54,11 @@ class DatasetEntry:
 
 
 @dataclass
-class MethodEntry:
-    dataset: str
-    method: str  # name in the milestone config: "majority", "lora", ...
-    status: str  # "ok" | "failed"
-    error: str | None = None
-    run_dir: str | None = None  # run folder; None when training failed
-    run_url: str | None = None  # MLflow run URL (None with a local store)
-    run_id: str | None = None
-    reused: list[str] = field(default_factory=list)  # steps taken from the cache
-    model_name: str | None = None  # registered model name when registered
-    version: str | None = None
-    decision: dict | None = None  # the gate's Decision as a dict; None when not registered
-    not_registered: str | None = None  # why not registered
-    # Seconds spent inside the library per step (0 for a step reused from the cache).
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class Review:
     title: str
     created: str  # ISO timestamp
     datasets: list[DatasetEntry]
-    methods: list[MethodEntry]
+    methods: list[MethodRecord]
     champions: dict[str, str | None]  # registered model name -> champion version (None = none)
     flow_run_url: str | None = None
     mlflow: str | None = None  # MLflow UI URL or the `mlflow ui ...` command line
@@ -108,7 +78,7 @@ class ReviewFiles:
 class _Run:
     """One method of one dataset as the report sees it."""
 
-    entry: MethodEntry
+    entry: MethodRecord
     card: dict
     error: str | None  # set when the method failed
     history: list[dict]
@@ -120,6 +90,10 @@ class _Run:
     @property
     def method(self) -> str:
         return self.entry.method
+
+    @property
+    def registration(self) -> Registration:
+        return self.entry.registration or Registration()
 
     @property
     def primary(self) -> float | None:
@@ -154,42 +128,14 @@ def write_review(review: Review, folder: Path) -> ReviewFiles:
     markdown_path = folder / MARKDOWN_FILE
     markdown_path.write_text(markdown, encoding="utf-8")
     html_path = folder / HTML_FILE
-    html_path.write_text(render_html(markdown, review.title, folder), encoding="utf-8")
+    html_path.write_text(md.render_html(markdown, review.title, folder), encoding="utf-8")
     return ReviewFiles(folder, markdown_path, html_path, markdown, table)
-
-
-def render_html(markdown_text: str, title: str, folder: Path) -> str:
-    """A standalone HTML page of the Markdown; local PNGs it shows become data URIs."""
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
-    body = re.sub(
-        r'(<img\b[^>]*?\bsrc=")([^"]*)(")',
-        lambda m: m.group(1) + _data_uri(m.group(2), Path(folder)) + m.group(3),
-        body,
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def _data_uri(src: str, folder: Path) -> str:
-    """The PNG at ``src`` (relative to the folder) as a data URI; other sources unchanged."""
-    target = unquote(html.unescape(src))
-    if urlparse(target).scheme or not target.lower().endswith(".png"):
-        return src
-    path = (folder / target).resolve()
-    if not path.is_file() or not path.is_relative_to(folder.resolve()):
-        return src
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 # --- runs ---------------------------------------------------------------------------
 
 
-def _load_run(entry: MethodEntry) -> _Run:
+def _load_run(entry: MethodRecord) -> _Run:
     """The method's scorecard and loss history; a failure anywhere becomes its error."""
     history = _read_history(entry.run_dir)
     if entry.status != "ok":
@@ -227,22 +173,8 @@ def _task(runs: list[_Run]) -> str | None:
     return next((r.card["task"] for r in runs if r.card.get("task")), None)
 
 
-def _outcome(decision: dict | None) -> str | None:
-    if not decision:
-        return None
-    if decision.get("forced"):
-        return "promoted (forced)"
-    return "promoted" if decision.get("promote") else "not promoted"
-
-
 def _table_row(run: _Run) -> dict:
     entry = run.entry
-    if entry.decision:
-        decision = _outcome(entry.decision)
-    elif entry.model_name:
-        decision = "registered"
-    else:
-        decision = "not registered" if entry.not_registered else None
     return {
         "dataset": entry.dataset,
         "method": entry.method,
@@ -254,16 +186,15 @@ def _table_row(run: _Run) -> dict:
         "wall_seconds": run.cost("wall_seconds"),
         "peak_rss_mb": run.cost("peak_rss_mb"),
         "latency_p95_ms": run.cost("latency_p95_ms"),
-        "decision": decision,
-        "model_version": _model_version(entry),
-        "error": None if run.ok else _short(" ".join(str(run.error).split()), ERROR_CHARS),
+        "decision": run.registration.outcome,
+        "model_version": entry.model_version,
+        "error": None if run.ok else _error(run.error),
     }
 
 
-def _model_version(entry: MethodEntry) -> str | None:
-    if not entry.model_name:
-        return None
-    return f"{entry.model_name} v{entry.version}" if entry.version else entry.model_name
+def _error(error: object) -> str:
+    """An error on one line, cut to ERROR_CHARS."""
+    return md.short(" ".join(str(error).split()), ERROR_CHARS)
 
 
 # --- sections -----------------------------------------------------------------------
@@ -271,19 +202,19 @@ def _model_version(entry: MethodEntry) -> str | None:
 
 def _header(review: Review, folder: Path) -> str:
     """Title, time, links and the champion of every registered model."""
-    lines = [f"# {_inline(review.title)}", "", f"- **Created:** {_inline(review.created)}"]
+    lines = [f"# {md.inline(review.title)}", "", f"- **Created:** {md.inline(review.created)}"]
     if review.flow_run_url:
-        lines.append(f"- **Flow run:** {_link_md(review.flow_run_url, folder)}")
+        lines.append(f"- **Flow run:** {md.link(review.flow_run_url, folder)}")
     if review.mlflow:
         if urlparse(review.mlflow).scheme in ("http", "https"):
-            lines.append(f"- **MLflow:** {_link_md(review.mlflow, folder)}")
+            lines.append(f"- **MLflow:** {md.link(review.mlflow, folder)}")
         else:
-            lines.append(f"- **MLflow:** {_code(review.mlflow)}")
+            lines.append(f"- **MLflow:** {md.code(review.mlflow)}")
     lines += ["", "## Champions", ""]
     if review.champions:
         for name, version in review.champions.items():
-            shown = f"version {_inline(str(version))}" if version else "none"
-            lines.append(f"- {_code(name)}: {shown}")
+            shown = f"version {md.inline(str(version))}" if version else "none"
+            lines.append(f"- {md.code(name)}: {shown}")
     else:
         lines.append("No model is registered yet.")
     return "\n".join(lines)
@@ -292,7 +223,7 @@ def _header(review: Review, folder: Path) -> str:
 def _dataset_section(name: str, data: DatasetEntry | None, runs: list[_Run], folder: Path) -> str:
     """Everything about one dataset: its data, the methods, charts, examples, decisions."""
     task = _task(runs)
-    heading = f"## {_inline(name)}" + (f" ({task})" if task else "")
+    heading = f"## {md.inline(name)}" + (f" ({task})" if task else "")
     parts = [heading, _data_part(data, folder), _best_line(runs)]
     parts.append(_methods_part(runs, task))
     parts.append(_comparison_part(name, runs, folder))
@@ -308,19 +239,19 @@ def _dataset_section(name: str, data: DatasetEntry | None, runs: list[_Run], fol
 def _data_part(data: DatasetEntry | None, folder: Path) -> str:
     if data is None:
         return "### Data\n\nThis dataset was not prepared in this run."
-    rows = ", ".join(f"{_inline(str(split))} {n:,}" for split, n in data.rows.items())
+    rows = ", ".join(f"{md.inline(str(split))} {n:,}" for split, n in data.rows.items())
     total = sum(data.rows.values())
     lines = [
         "### Data",
         "",
-        f"- **Version:** {_code(data.version)}",
+        f"- **Version:** {md.code(data.version)}",
         f"- **Rows:** {total:,} ({rows})" if data.rows else f"- **Rows:** {NONE}",
-        f"- **Validation:** {_inline(data.validation)}",
+        f"- **Validation:** {md.inline(data.validation)}",
     ]
     if data.data_docs:
-        lines.append(f"- **Data Docs:** {_link_md(data.data_docs, folder)}")
+        lines.append(f"- **Data Docs:** {md.link(data.data_docs, folder)}")
     if data.report:
-        lines.append(f"- **Dataset report:** {_link_md(data.report, folder)}")
+        lines.append(f"- **Dataset report:** {md.link(data.report, folder)}")
     return "\n".join(lines)
 
 
@@ -330,9 +261,8 @@ def _best_line(runs: list[_Run]) -> str:
     if not scored:
         return f"**No method finished** ({len(failed)} of {len(runs)} failed)." if runs else ""
     best = max(scored, key=lambda r: r.primary)
-    text = (
-        f"**Best:** {_code(best.method)} with {best.card.get('primary_metric')} {_metric_ci(best)}"
-    )
+    metric = best.card.get("primary_metric")
+    text = f"**Best:** {md.code(best.method)} with {metric} {_metric_ci(best)}"
     if failed:
         text += f"; {len(failed)} of {len(runs)} methods failed"
     return text + "."
@@ -347,16 +277,16 @@ def _methods_part(runs: list[_Run], task: str | None) -> str:
     level = f"{levels.pop():.0%} CI" if len(levels) == 1 else "CI"
     one_metric = len(primaries) == 1
     primary_header = (
-        f"{_cell(next(iter(primaries)))} [{level}]" if one_metric else f"primary [{level}]"
+        f"{md.cell(next(iter(primaries)))} [{level}]" if one_metric else f"primary [{level}]"
     )
 
     def primary_cell(run: _Run) -> str:
         if one_metric or not run.ok:
             return _metric_ci(run)
-        return f"{_cell(run.card.get('primary_metric'))} {_metric_ci(run)}"
+        return f"{md.cell(run.card.get('primary_metric'))} {_metric_ci(run)}"
 
     columns: list[tuple[str, Callable[[_Run], str], bool]] = [
-        ("method", lambda r: _code(r.method), True),
+        ("method", lambda r: md.code(r.method), True),
         ("status", lambda r: "ok" if r.ok else "**failed**", True),
         (primary_header, primary_cell, True),
     ]
@@ -370,18 +300,17 @@ def _methods_part(runs: list[_Run], task: str | None) -> str:
         ("tokens/s", lambda r: _fmt_number(r.cost("tokens_per_second")), False),
         ("latency p50 / p95 ms", _latency_cell, False),
         ("model size MB", _size_cell, False),
-        ("reused", lambda r: ", ".join(_cell(s) for s in r.entry.reused) or NONE, False),
+        ("reused", lambda r: ", ".join(md.cell(s) for s in r.entry.reused) or NONE, False),
         ("MLflow", _mlflow_cell, False),
     ]
     cells = [[fn(r) for r in runs] for _, fn, _ in columns]
     kept = [i for i, (_, _, always) in enumerate(columns) if always or set(cells[i]) != {NONE}]
     body = [[cells[i][row] for i in kept] for row in range(len(runs))]
-    text = "### Methods\n\n" + _table([columns[i][0] for i in kept], body)
+    text = "### Methods\n\n" + md.table([columns[i][0] for i in kept], body)
     failed = [r for r in runs if not r.ok]
     if failed:
         text += "\n\nFailed:\n\n" + "\n".join(
-            f"- {_code(r.method)}: {_inline(_short(' '.join(str(r.error).split()), ERROR_CHARS))}"
-            for r in failed
+            f"- {md.code(r.method)}: {md.inline(_error(r.error))}" for r in failed
         )
     return text
 
@@ -390,8 +319,8 @@ def _comparison_part(name: str, runs: list[_Run], folder: Path) -> str:
     scored = [r for r in runs if r.primary is not None]
     if not scored:
         return "### Comparison\n\nNo method finished, so there is nothing to compare."
-    path = _plot_comparison(name, scored, folder / f"comparison-{_slug(name)}.png")
-    return f"### Comparison\n\n![Primary metric per method, {_inline(name)}]({path.name})"
+    path = _plot_comparison(name, scored, folder / f"comparison-{md.slug(name, 'dataset')}.png")
+    return f"### Comparison\n\n![Primary metric per method, {md.inline(name)}]({path.name})"
 
 
 def _loss_part(name: str, runs: list[_Run], folder: Path) -> str:
@@ -400,8 +329,8 @@ def _loss_part(name: str, runs: list[_Run], folder: Path) -> str:
     ]
     if not curves:
         return "### Loss curves\n\nNo method recorded a loss history."
-    path = _plot_losses(name, curves, folder / f"loss-{_slug(name)}.png")
-    return f"### Loss curves\n\n![Training loss per step, {_inline(name)}]({path.name})"
+    path = _plot_losses(name, curves, folder / f"loss-{md.slug(name, 'dataset')}.png")
+    return f"### Loss curves\n\n![Training loss per step, {md.inline(name)}]({path.name})"
 
 
 def _confusion_part(name: str, runs: list[_Run], folder: Path) -> str:
@@ -415,11 +344,11 @@ def _confusion_part(name: str, runs: list[_Run], folder: Path) -> str:
     if not candidates:
         return ""
     _, best, source = max(candidates, key=lambda c: c[0])
-    target = folder / f"confusion-{_slug(name)}.png"
+    target = folder / f"confusion-{md.slug(name, 'dataset')}.png"
     shutil.copyfile(source, target)
     return (
-        f"### Confusion matrix of the best classifier: {_code(best.method)}\n\n"
-        f"![Confusion matrix, {_inline(best.method)}]({target.name})"
+        f"### Confusion matrix of the best classifier: {md.code(best.method)}\n\n"
+        f"![Confusion matrix, {md.inline(best.method)}]({target.name})"
     )
 
 
@@ -458,19 +387,19 @@ def _disagreements_part(runs: list[_Run], task: str) -> str:
     methods = list(aligned)
     note = f"{len(differ):,} of {len(first):,} test rows get different predictions."
     if task == "classification":
-        text_column = next((c for c in ("text", "input") if c in first.columns), None)
-        headers = ["row", *(["input"] if text_column else []), "reference", *map(_code, methods)]
+        text_column = input_column(first.columns)
+        headers = ["row", *(["input"] if text_column else []), "reference", *map(md.code, methods)]
         body = []
         for row in differ.index[:CLASSIFICATION_EXAMPLES]:
             cells = [str(row)]
             if text_column:
-                cells.append(_cell(first.at[row, text_column], CLASSIFICATION_INPUT_CHARS))
-            cells.append(_cell(reference[row]))
+                cells.append(md.cell(first.at[row, text_column], CLASSIFICATION_INPUT_CHARS))
+            cells.append(md.cell(reference[row]))
             for method in methods:
                 guess = predictions.at[row, method]
-                cells.append(_cell(guess) + (" ✓" if guess == reference[row] else ""))
+                cells.append(md.cell(guess) + (" ✓" if guess == reference[row] else ""))
             body.append(cells)
-        return f"{heading}\n\n{note} The first {len(body)} (✓ = correct):\n\n" + _table(
+        return f"{heading}\n\n{note} The first {len(body)} (✓ = correct):\n\n" + md.table(
             headers, body
         )
     # Generation: the prompts whose outputs differ most, one small table each.
@@ -480,17 +409,17 @@ def _disagreements_part(runs: list[_Run], task: str) -> str:
     for row in ranked:
         body = []
         if prompt_column:
-            body.append(["prompt", _cell(first.at[row, prompt_column], GENERATION_CHARS)])
-        body.append(["reference", _cell(reference[row], GENERATION_CHARS)])
-        body += [[_code(m), _cell(predictions.at[row, m], GENERATION_CHARS)] for m in methods]
-        blocks.append(f"Test row {row}:\n\n" + _table(["", "text"], body))
+            body.append(["prompt", md.cell(first.at[row, prompt_column], GENERATION_CHARS)])
+        body.append(["reference", md.cell(reference[row], GENERATION_CHARS)])
+        body += [[md.code(m), md.cell(predictions.at[row, m], GENERATION_CHARS)] for m in methods]
+        blocks.append(f"Test row {row}:\n\n" + md.table(["", "text"], body))
     return "\n\n".join(blocks)
 
 
 def _decisions_part(runs: list[_Run]) -> str:
     """The promotion gate's verdict for every registered method, and why others were not."""
-    registered = [r for r in runs if r.entry.model_name or r.entry.decision]
-    skipped = [r for r in runs if r.entry.not_registered and r not in registered]
+    registered = [r for r in runs if r.registration.model_name or r.registration.decision]
+    skipped = [r for r in runs if r.registration.not_registered and r not in registered]
     if not registered and not skipped:
         return ""
     lines = ["### Promotion decisions"]
@@ -498,45 +427,47 @@ def _decisions_part(runs: list[_Run]) -> str:
         headers = ["method", "model", "outcome", "versus", "metric: challenger / reference"]
         headers += ["delta [CI]", "test, p"]
         body = [_decision_cells(r) for r in registered]
-        lines += ["", _table(headers, body), ""]
+        lines += ["", md.table(headers, body), ""]
         for run in registered:
-            decision = run.entry.decision or {}
-            reason = decision.get("reason") or "No gate decision was recorded."
-            limits = decision.get("limits") or {}
+            decision = run.registration.decision
+            reason = (decision.reason if decision else "") or "No gate decision was recorded."
+            limits = decision.limits if decision else {}
             if limits:
                 reason += " Limits: " + "; ".join(f"{k}: {v}" for k, v in limits.items()) + "."
-            lines.append(f"- {_code(run.method)}: {_inline(reason)}")
+            lines.append(f"- {md.code(run.method)}: {md.inline(reason)}")
     if skipped:
         lines += ["", "Not registered:", ""]
-        lines += [f"- {_code(r.method)}: {_inline(r.entry.not_registered)}" for r in skipped]
+        lines += [
+            f"- {md.code(r.method)}: {md.inline(r.registration.not_registered)}" for r in skipped
+        ]
     return "\n".join(lines)
 
 
 def _decision_cells(run: _Run) -> list[str]:
-    entry, decision = run.entry, run.entry.decision or {}
-    model = _code(_model_version(entry)) if entry.model_name else NONE
-    if not decision:
-        return [_code(run.method), model, "registered (no gate decision)", *[NONE] * 4]
-    metric = decision.get("metric") or ""
+    decision = run.registration.decision
+    model = md.code(run.entry.model_version) if run.entry.model_version else NONE
+    if decision is None:
+        return [md.code(run.method), model, "registered (no gate decision)", *[NONE] * 4]
+    metric = decision.metric or ""
     compared = (
-        f"{_cell(metric)}: {_fmt_metric(_number(decision.get('challenger')), metric)} / "
-        f"{_fmt_metric(_number(decision.get('reference')), metric)}"
+        f"{md.cell(metric)}: {_fmt_metric(_number(decision.challenger), metric)} / "
+        f"{_fmt_metric(_number(decision.reference), metric)}"
     )
-    delta = _number(decision.get("delta"))
-    low, high = _number(decision.get("delta_ci_low")), _number(decision.get("delta_ci_high"))
+    delta = _number(decision.delta)
+    low, high = _number(decision.delta_ci_low), _number(decision.delta_ci_high)
     delta_text = NONE if delta is None else f"{delta:+.4f}"
     if delta is not None and low is not None and high is not None:
         delta_text += f" [{low:+.4f}, {high:+.4f}]"
-    p_value = _number(decision.get("p_value"))
-    test = decision.get("test") or NONE
-    n = decision.get("n")
-    tested = f"{_cell(test)}, p = {_fmt_p(p_value)}" + (f" (n={n})" if n else "")
-    outcome = f"**{_outcome(decision)}**"
+    p_value = _number(decision.p_value)
+    test = decision.test or NONE
+    n = decision.n
+    tested = f"{md.cell(test)}, p = {_fmt_p(p_value)}" + (f" (n={n})" if n else "")
+    outcome = f"**{decision.outcome}**"
     return [
-        _code(run.method),
+        md.code(run.method),
         model,
         outcome,
-        _cell(decision.get("versus") or NONE),
+        md.cell(decision.versus or NONE),
         compared,
         delta_text,
         tested,
@@ -591,20 +522,14 @@ def _size_cell(run: _Run) -> str:
 
 
 def _mlflow_cell(run: _Run) -> str:
-    entry = run.entry
-    if entry.run_url:
-        label = entry.run_id[:8] if entry.run_id else "run"
-        return f"[{_cell(label)}]({_url(entry.run_url)})"
-    return _code(entry.run_id) if entry.run_id else NONE
+    done = run.registration
+    if done.run_url:
+        label = done.run_id[:8] if done.run_id else "run"
+        return f"[{md.cell(label)}]({md.url(done.run_url)})"
+    return md.code(done.run_id) if done.run_id else NONE
 
 
 # --- plots --------------------------------------------------------------------------
-
-
-def _figure(width: float = 7.0, height: float = 4.0):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _plot_comparison(name: str, runs: list[_Run], path: Path) -> Path:
@@ -617,11 +542,11 @@ def _plot_comparison(name: str, runs: list[_Run], path: Path) -> Path:
         below.append(max(0.0, value - low) if low is not None else 0.0)
         above.append(max(0.0, high - value) if high is not None else 0.0)
     metrics = list(dict.fromkeys(str(r.card.get("primary_metric")) for r in ordered))
-    fig = _figure(7.0, max(2.2, 0.5 * len(ordered) + 1.2))
+    fig = md.figure(7.0, max(2.2, 0.5 * len(ordered) + 1.2))
     ax = fig.subplots()
     positions = list(range(len(ordered)))
     ax.barh(positions, values, xerr=[below, above], capsize=4, color="#4c72b0", alpha=0.85)
-    ax.set_yticks(positions, [_short(r.method, 30) for r in ordered])
+    ax.set_yticks(positions, [md.short(r.method, 30) for r in ordered])
     for y, run, value, extra in zip(positions, ordered, values, above, strict=True):
         ax.annotate(
             _fmt_metric(value, run.card.get("primary_metric")),
@@ -637,8 +562,7 @@ def _plot_comparison(name: str, runs: list[_Run], path: Path) -> Path:
     ax.set_title(f"{name}: methods compared")
     ax.margins(x=0.15)
     ax.grid(axis="x", alpha=0.3)
-    fig.savefig(path, format="png")
-    return path
+    return md.save_figure(fig, path)
 
 
 def _loss_points(history: list[dict], key: str) -> list[tuple[float, float]]:
@@ -652,7 +576,7 @@ def _loss_points(history: list[dict], key: str) -> list[tuple[float, float]]:
 
 def _plot_losses(name: str, runs: list[_Run], path: Path) -> Path:
     """Training loss per step, one colour per method; validation loss dashed."""
-    fig = _figure(7.5, 4.2)
+    fig = md.figure(7.5, 4.2)
     ax = fig.subplots()
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for run, colour in zip(runs, colours, strict=True):
@@ -670,60 +594,10 @@ def _plot_losses(name: str, runs: list[_Run], path: Path) -> Path:
     ax.set_title(f"{name}: loss per step" + (" (dashed: validation)" if dashed else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, format="png")
-    return path
+    return md.save_figure(fig, path)
 
 
 # --- formatting ---------------------------------------------------------------------
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table; cells must already be escaped."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _cell(value: object, width: int = 10_000) -> str:
-    """Text safe inside a table cell: cut to ``width``, HTML and pipes escaped, newlines <br>."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return NONE
-    text = html.escape(_short(str(value), width), quote=False).replace("|", "\\|")
-    return re.sub(r"\r\n|\r|\n", "<br>", text)
-
-
-def _inline(value: object) -> str:
-    """Text safe on one Markdown line (and in a table cell)."""
-    return html.escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
-
-
-def _code(value: object) -> str:
-    """A code span; backticks inside are dropped rather than escaped (Markdown can't)."""
-    text = " ".join(str(value).replace("`", "'").split())
-    return f"`{text.replace('|', chr(92) + '|')}`"
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
-def _url(target: str) -> str:
-    return quote(target, safe=":/?#[]@!$&'()*+,;=%~")
-
-
-def _link_md(target: str, folder: Path) -> str:
-    """A Markdown link; local paths (as seen from the working directory) are made relative
-    to the report so the link survives moving the workspace."""
-    parsed = urlparse(target)
-    if parsed.scheme in ("http", "https"):
-        return f"[{_inline(target)}]({_url(target)})"
-    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(target)
-    path = Path(os.path.relpath(path.resolve(), folder.resolve()))
-    return f"[{_inline(path.name or target)}]({quote(path.as_posix())})"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "dataset"
 
 
 def _number(value: object) -> float | None:

@@ -1,9 +1,11 @@
 """The scorecard of one finished run: every metric of its test predictions, a bootstrap
-interval for the primary metric, and what the model costs (parameters, time, memory,
-tokens/s, per-example latency, size on disk). Saved as scorecard.json in the run folder.
+interval for the primary metric, and what the training cost (parameters, time, memory,
+tokens/s). Saved as scorecard.json in the run folder; the lifecycle layer adds what
+serving the model costs (``packaging.measure_serving_costs``: size on disk, latency).
 
 Metrics come from the predictions table the run wrote (``evaluate.table_metrics``), so
-every method is scored by the same code on the same frozen test split.
+every method is scored by the same code on the same frozen test split. Nothing here
+imports training, packaging or MLflow.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ from tunelab.runs import (
     PREDICTIONS_FILE,
     SCORECARD_FILE,
     TrainResult,
-    input_column,
     method_label,
 )
 from tunelab.workspace import Workspace
 
-LATENCY_EXAMPLES = 32
 # The metric a task is judged by when the config does not say (eval.primary_metric).
 DEFAULT_PRIMARY = {
     "classification": "macro_f1",
@@ -118,7 +118,6 @@ def evaluate_run(
     cfg: RunConfig,
     workspace: Workspace,
     train_labels: list[str] | None = None,
-    measure_latency: bool = True,
 ) -> Scorecard:
     """Score a finished run; a run that cannot be scored gets status 'failed' and the reason.
 
@@ -142,9 +141,6 @@ def evaluate_run(
         _score(card, result, cfg)
     except (EvaluationError, ValueError) as exc:
         card.status, card.error = "failed", str(exc)
-        card.save()
-        return card
-    _serving_costs(card, result, measure_latency)
     card.save()
     return card
 
@@ -208,29 +204,3 @@ def _costs(result: TrainResult) -> dict[str, float | None]:
         "cuda_max_allocated_mb": result.cuda_max_allocated_mb,
         "tokens_per_second": result.tokens_per_second,
     }
-
-
-def _serving_costs(card: Scorecard, result: TrainResult, measure_latency: bool) -> None:
-    """Size on disk and per-example latency of the model that would be registered."""
-    from tunelab import serving
-
-    card.not_servable = serving.why_not_servable(result)
-    served = serving.servable(result) if card.not_servable is None else None
-    card.servable = served is not None
-    if "adapter" in result.artifacts:
-        card.costs["adapter_size_mb"] = round(serving.disk_mb(result.artifact("adapter")), 3)
-    if served is None:
-        return
-    card.costs["model_size_mb"] = round(served.size_mb(), 3)
-    if not measure_latency:
-        return
-    texts = _inputs(card.predictions(), card.task)[:LATENCY_EXAMPLES]
-    seconds = serving.time_per_example(served.predictor(), texts)
-    card.costs.update(evaluate.latency_summary(seconds))
-
-
-def _inputs(table: pd.DataFrame | None, task: str) -> list[str]:
-    if table is None:
-        return []
-    column = input_column(table.columns)
-    return table[column].astype(str).tolist() if column else []

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tunelab import config, predict, registry
+from tunelab import config
 from tunelab.errors import RegistryError
+from tunelab.lifecycle import predict, registry
 from tunelab.pipeline.method import Outcome, train_and_register
 from tunelab.workspace import Workspace
 
@@ -42,23 +43,23 @@ def tfidf() -> config.RunConfig:
 def run_registry_story(workspace: Workspace) -> dict[str, Outcome]:
     """Register three versions, force one, roll back, predict; assert every step."""
     weak = train_and_register(tiny_encoder(), workspace)
-    assert weak.version == "1"
-    assert not weak.decision.promote, weak.decision.reason
-    assert "built in" in weak.decision.versus  # no champion, no baseline run yet
+    assert weak.registration.version == "1"
+    assert not weak.registration.decision.promote, weak.registration.decision.reason
+    assert "built in" in weak.registration.decision.versus  # no champion, no baseline run yet
     target = registry_target(workspace)
     assert registry.aliases(target, NAME) == {"challenger": "1"}
 
     strong = train_and_register(tfidf(), workspace)
-    assert strong.version == "2"
-    assert strong.decision.promote, strong.decision.reason
-    assert strong.decision.p_value <= 0.05
+    assert strong.registration.version == "2"
+    assert strong.registration.decision.promote, strong.registration.decision.reason
+    assert strong.registration.decision.p_value <= 0.05
     assert registry.aliases(target, NAME) == {"champion": "2"}
 
     worse = train_and_register(tiny_encoder(seed=7), workspace)
-    assert worse.version == "3"
-    assert worse.decision.versus.startswith("champion v2")
+    assert worse.registration.version == "3"
+    assert worse.registration.decision.versus.startswith("champion v2")
     assert worse.card.primary < strong.card.primary
-    assert not worse.decision.promote
+    assert not worse.registration.decision.promote
     assert registry.aliases(target, NAME) == {"champion": "2", "challenger": "3"}
 
     loaded = predict.load(target, f"{NAME}@champion")
@@ -85,6 +86,6 @@ def run_registry_story(workspace: Workspace) -> dict[str, Outcome]:
 
 
 def registry_target(workspace: Workspace):
-    from tunelab import tracking
+    from tunelab.lifecycle import tracking
 
     return tracking.setup(workspace)

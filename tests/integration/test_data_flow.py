@@ -52,16 +52,17 @@ def test_flow_prepares_versions_and_reports_every_bundled_dataset(workspace):
         small("instructions", "generation"),
     ]
     rows = prepare_data(cfgs, str(workspace.root))
-    assert [r["dataset"] for r in rows] == ["sentiment", "preferences", "instructions"]
+    assert [r.name for r in rows] == ["sentiment", "preferences", "instructions"]
     assert workspace.data_dvc.is_file()
     assert any(workspace.default_dvc_remote.rglob("*")), "DVC remote holds no files"
     for row in rows:
-        assert sum(row[f"rows_{s}"] for s in ("train", "validation", "test")) == 120
-        assert (workspace.data_dir / row["dataset"] / "test.parquet").is_file()
-        assert row["data_docs"].endswith(".html")
-        report = workspace.reports_dir / "data" / row["dataset"] / row["version"] / "report.md"
-        assert report.is_file() and row["version"] in report.read_text()
-        record = workspace.versions_dir / row["dataset"] / row["version"]
+        assert sum(row.rows[s] for s in ("train", "validation", "test")) == 120
+        assert (workspace.data_dir / row.name / "test.parquet").is_file()
+        assert row.data_docs.endswith(".html")
+        report = workspace.reports_dir / "data" / row.name / row.version_id / "report.md"
+        assert report.is_file() and row.version_id in report.read_text()
+        assert row.report_path == str(report)
+        record = workspace.versions_dir / row.name / row.version_id
         assert (record / "validation.json").is_file()
     sentiment = versioning.current_version("sentiment", workspace)
     assert sentiment.metadata["labels"] == ["negative", "neutral", "positive"]
@@ -79,8 +80,8 @@ def test_flow_prepares_versions_and_reports_every_bundled_dataset(workspace):
     parquet = workspace.data_dir / "sentiment" / "train.parquet"
     mtime = parquet.stat().st_mtime_ns
     again = prepare_data(cfgs, str(workspace.root))
-    assert [r["version"] for r in again] == [r["version"] for r in rows]
-    assert not any(r["changed"] for r in again)
+    assert [r.version_id for r in again] == [r.version_id for r in rows]
+    assert not any(r.changed for r in again)
     assert parquet.stat().st_mtime_ns == mtime
 
 

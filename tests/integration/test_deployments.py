@@ -106,8 +106,8 @@ def test_deployments_worker_and_scheduled_retraining(live_services, worker):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from flows.deployments import deploy_all
-    from tunelab import registry, tracking
+    from tunelab.deployments import deploy_all
+    from tunelab.lifecycle import registry, tracking
     from tunelab.workspace import Workspace
 
     rows = deploy_all()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab import registry, tracking
+from tunelab.lifecycle import registry, tracking
 
 pytestmark = pytest.mark.integration
 
@@ -57,34 +57,36 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
     from flows.milestone import milestone
 
     summary = milestone(str(TINY), str(milestone_workspace.root))
-    methods = {(m["dataset"], m["method"]): m for m in summary["methods"]}
+    methods = {(m.dataset, m.method): m for m in summary.methods}
     assert set(methods) == set(plan_methods())
-    assert all(m["status"] == "ok" for m in methods.values()), summary["methods"]
-    assert all(m["reused"] == [] for m in methods.values())
+    assert all(m.ok for m in methods.values()), summary.methods
+    assert all(m.reused == [] for m in methods.values())
 
     target = tracking.setup(milestone_workspace)
     for (dataset, method), row in methods.items():
         runs = mlflow.search_runs(
             experiment_names=[dataset],
-            filter_string=f"tags.`tunelab.run_dir` = '{Path(row['run_dir']).name}'",
+            filter_string=f"tags.`tunelab.run_dir` = '{Path(row.run_dir).name}'",
             output_format="list",
         )
         assert runs, f"no MLflow run for {dataset}/{method}"
         parent = runs[0].data.tags.get("mlflow.parentRunId")
         assert parent, "method runs are nested under the pipeline's parent run"
+        data_version = runs[0].data.tags["tunelab.data_version"]
+        assert runs[0].info.run_name.endswith(f"-{data_version[:8]}"), runs[0].info.run_name
     # The sklearn TF-IDF baseline is significantly better than the majority class on the
     # 30-row test split; tiny random decoders with DPO beat the untrained reference.
-    assert summary["champions"]["tiny-sentiment-classifier"] is not None
-    assert summary["champions"]["tiny-preferences-policy"] == "1"
+    assert summary.champions["tiny-sentiment-classifier"] is not None
+    assert summary.champions["tiny-preferences-policy"] == "1"
     champion = registry.aliases(target, "tiny-sentiment-classifier")["champion"]
-    assert methods[("tiny-sentiment", "tfidf")]["version"] == champion
+    assert methods[("tiny-sentiment", "tfidf")].registration.version == champion
 
-    review = Path(summary["report"]).read_text()
+    review = Path(summary.report).read_text()
     for _, method in plan_methods():
         assert f"`{method}`" in review
     assert "Promotion decisions" in review and "Champions" in review
-    assert Path(summary["html"]).is_file()
-    assert "data:image/png;base64," in Path(summary["html"]).read_text()
+    assert Path(summary.html).is_file()
+    assert "data:image/png;base64," in Path(summary.html).read_text()
 
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -100,8 +102,8 @@ def test_a_second_run_reuses_every_step(milestone_workspace):
 
     before = registry.list_versions(tracking.setup(milestone_workspace))
     summary = milestone(str(TINY), str(milestone_workspace.root))
-    assert all(m["reused"] == ["train", "evaluate", "register"] for m in summary["methods"])
-    assert summary["step_seconds"] == 0.0
+    assert all(m.reused == ["train", "evaluate", "register"] for m in summary.methods)
+    assert summary.total_step_seconds == 0.0
     # Nothing was logged or registered again.
     assert registry.list_versions(tracking.setup(milestone_workspace)) == before
 
@@ -114,11 +116,11 @@ def test_changing_one_method_reruns_only_that_method(milestone_workspace, tmp_pa
         {"tiny-sentiment/lora": {"set": ["data.max_rows=300", "train.learning_rate=2.0e-3"]}},
     )
     summary = milestone(str(config), str(milestone_workspace.root))
-    for row in summary["methods"]:
-        if (row["dataset"], row["method"]) == ("tiny-sentiment", "lora"):
-            assert row["reused"] == [], row
+    for row in summary.methods:
+        if row.label == "tiny-sentiment/lora":
+            assert row.reused == [], row
         else:
-            assert row["reused"] == ["train", "evaluate", "register"], row
+            assert row.reused == ["train", "evaluate", "register"], row
 
 
 def test_refresh_recomputes_and_methods_can_run_concurrently(milestone_workspace, tmp_path):
@@ -133,8 +135,8 @@ def test_refresh_recomputes_and_methods_can_run_concurrently(milestone_workspace
     }
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     summary = milestone(str(config), str(milestone_workspace.root), refresh=True)
-    assert [m["method"] for m in summary["methods"]] == ["majority", "tfidf"]
-    assert all(m["status"] == "ok" and m["reused"] == [] for m in summary["methods"])
+    assert [m.method for m in summary.methods] == ["majority", "tfidf"]
+    assert all(m.ok and m.reused == [] for m in summary.methods)
 
 
 def test_a_failed_method_does_not_stop_the_others(milestone_workspace, tmp_path):

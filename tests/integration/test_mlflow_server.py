@@ -8,8 +8,8 @@ import pytest
 from registry_scenario import NAME, registry_target, run_registry_story, tfidf
 from services import MlflowServer
 
-from tunelab import registry
 from tunelab.errors import TrackingError
+from tunelab.lifecycle import registry
 from tunelab.pipeline.method import train_and_register
 
 pytestmark = pytest.mark.integration

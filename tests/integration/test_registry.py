@@ -8,8 +8,8 @@ import os
 import pytest
 from registry_scenario import NAME, run_registry_story, tfidf
 
-from tunelab import registry, tracking
 from tunelab.errors import RegistryError, TrackingError
+from tunelab.lifecycle import registry, tracking
 
 
 @pytest.fixture
@@ -27,10 +27,12 @@ def test_registry_story_on_the_local_store(local_store):
 
     import mlflow
 
-    run = mlflow.get_run(outcomes["strong"].tracked.run_id)
+    run = mlflow.get_run(outcomes["strong"].registration.run_id)
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["tunelab.role"] == "baseline" and tags["tunelab.method"] == "baseline-tfidf"
     assert len(tags["tunelab.data_version"]) == 12
+    # Run names: {method}-{model}-{data_version[:8]}.
+    assert run.info.run_name == f"baseline-tfidf-sklearn-{tags['tunelab.data_version'][:8]}"
     assert tags["tunelab.git_commit"] and tags["tunelab.config_hash"]
     assert tags["tunelab.version.scikit-learn"]
     assert (
@@ -49,7 +51,7 @@ def test_registry_story_on_the_local_store(local_store):
     note = tags["mlflow.note.content"]
     assert "**promoted**" in note
 
-    weak_run = mlflow.get_run(outcomes["weak"].tracked.run_id)
+    weak_run = mlflow.get_run(outcomes["weak"].registration.run_id)
     history = mlflow.MlflowClient().get_metric_history(weak_run.info.run_id, "curve/train_loss")
     assert len(history) >= 2 and history[0].step < history[-1].step
 
@@ -62,7 +64,7 @@ def test_predict_and_registry_cli(local_store, tmp_path):
     from tunelab.pipeline.method import train_and_register
 
     outcome = train_and_register(tfidf(), local_store)
-    assert outcome.decision.promote, outcome.decision.reason
+    assert outcome.registration.decision.promote, outcome.registration.decision.reason
     runner = CliRunner()
 
     single = runner.invoke(app, ["predict", f"{NAME}@champion", "I loved it"])
@@ -95,20 +97,20 @@ def test_predict_and_registry_cli(local_store, tmp_path):
 
 def test_a_run_whose_evaluation_failed_is_not_registered(local_store):
     from tunelab import scorecard
-    from tunelab.pipeline import method as lifecycle
+    from tunelab.pipeline import method
     from tunelab.pipeline.method import train_from_config
 
     cfg = tfidf()
     target = tracking.setup(local_store)
     result = train_from_config(cfg, local_store)
     (result.artifact("predictions")).unlink()  # the run lost its test predictions
-    card = lifecycle.evaluate(cfg, result, local_store)
+    card = method.evaluate(cfg, result, local_store)
     assert card.status == "failed" and "predictions.parquet" in card.error
-    outcome = lifecycle.track_and_register(cfg, result, card, local_store, target)
-    assert outcome.version is None
-    assert "evaluation failed" in outcome.not_registered
+    done = method.track_and_register(cfg, result, card, local_store, target)
+    assert done.version is None
+    assert "evaluation failed" in done.not_registered
     with pytest.raises(RegistryError, match="evaluation failed"):
-        registry.register(target, cfg, result, card, outcome.tracked)
+        registry.register(target, cfg, result, card, done.tracked)
     assert scorecard.Scorecard.load(result.output_dir).status == "failed"
 
 
@@ -135,15 +137,17 @@ def test_generators_are_registered_and_generate_text(local_store, config_name, m
     """SFT and DPO models go through the transformers flavor and answer with text."""
     from registry_scenario import CONFIGS
 
-    from tunelab import config, predict
+    from tunelab import config
+    from tunelab.lifecycle import predict
     from tunelab.pipeline.method import train_and_register
 
     outcome = train_and_register(config.load(CONFIGS / "tiny" / config_name), local_store)
-    assert outcome.model_name == model_name and outcome.version == "1"
+    assert outcome.registration.model_name == model_name
+    assert outcome.registration.version == "1"
     assert outcome.card.task in ("generation", "preference")
     assert outcome.card.costs["latency_p50_ms"] > 0
     aliases = registry.aliases(tracking.setup(local_store), model_name)
-    alias = "champion" if outcome.decision.promote else "challenger"
+    alias = "champion" if outcome.registration.decision.promote else "challenger"
     assert aliases == {alias: "1"}
     loaded = predict.load(tracking.setup(local_store), f"{model_name}@{alias}")
     answers = loaded.predict(["Summarise: the meeting moved to Friday."])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tunelab import registry, tracking
+from tunelab.lifecycle import registry, tracking
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +75,12 @@ def test_retraining_skips_unchanged_data_and_gates_changed_data(retrain_setup):
     target = tracking.setup(workspace)
 
     first = scheduled_retraining(str(config), str(workspace.root))
-    assert first["retrained"] == ["fresh-sentiment"]
+    assert first.retrained == ["fresh-sentiment"]
     assert registry.aliases(target, NAME) == {"champion": "1"}
     champion_data = registry.champion_data_version(target, NAME)
 
     unchanged = scheduled_retraining(str(config), str(workspace.root))
-    assert unchanged["retrained"] == [] and unchanged["skipped"] == ["fresh-sentiment"]
+    assert unchanged.retrained == [] and unchanged.skipped == ["fresh-sentiment"]
     artifact = latest_decision_artifact()
     assert f"skipped: data unchanged (version {champion_data})" in artifact
     assert len(registry.list_versions(target, NAME)) == 1
@@ -88,10 +88,10 @@ def test_retraining_skips_unchanged_data_and_gates_changed_data(retrain_setup):
     # New rows arrive: a new data version, a new test split.
     pd.concat([pd.read_csv(source), bundled_rows().iloc[400:600]]).to_csv(source, index=False)
     changed = scheduled_retraining(str(config), str(workspace.root))
-    assert changed["retrained"] == ["fresh-sentiment"]
+    assert changed.retrained == ["fresh-sentiment"]
     assert "retraining" in latest_decision_artifact()
-    row = changed["methods"][0]
-    assert row["version"] == "2"
+    row = changed.methods[0]
+    assert row.registration.version == "2"
     v2 = registry.version_info(target, NAME, "2")
     assert v2.tags["data_version"] != champion_data
     # Judged against the champion re-scored on the new test split, then promoted only

@@ -13,7 +13,7 @@ from echo_words import echo_frame
 
 from tunelab import config
 from tunelab.errors import TrainingError
-from tunelab.train import adapters, common, finetune
+from tunelab.train import adapters, common, features, finetune
 from tunelab.train import train as run_training
 from tunelab.workspace import Workspace
 
@@ -82,7 +82,7 @@ def test_lora_moves_only_the_adapter_and_the_head(tmp_path, sentiment):
     import torch
 
     cfg = make_cfg("lora", "tiny-bert", "classification", "train.max_steps=4")
-    job = finetune.prepare(cfg, sentiment)
+    job = features.prepare(cfg, sentiment)
     base = finetune.load_model(job)
     before = {name: p.detach().clone() for name, p in base.named_parameters()}
     model = adapters.wrap(job, base)
@@ -134,7 +134,7 @@ def test_merged_model_matches_the_adapter_model(tmp_path, sentiment, method, mod
         hidden, layers, r = 64, 2, cfg.train.adapter.r
         lora = layers * 2 * (2 * hidden * r)  # query and value: A (r x d) + B (d x r)
         assert result.trainable_params == lora + HEAD_PARAMS[model]
-        base = common.count_parameters(finetune.load_model(finetune.prepare(cfg, data)))[1]
+        base = common.count_parameters(finetune.load_model(features.prepare(cfg, data)))[1]
         # peft keeps the original head next to its trained copy.
         assert result.total_params == base + lora + HEAD_PARAMS[model]
     assert result.artifacts["adapter"] == "adapter" and result.artifacts["merged"] == "merged"
@@ -151,10 +151,10 @@ def test_merged_model_matches_the_adapter_model(tmp_path, sentiment, method, mod
     assert ("test_macro_f1" if task == "classification" else "test_rougeL") in metrics
 
     # Independently of the run: base + adapter from disk vs the merged folder, same logits.
-    job = finetune.prepare(cfg, data)
+    job = features.prepare(cfg, data)
     unmerged = PeftModel.from_pretrained(finetune.load_model(job), str(adapter_dir)).eval()
     merged = finetune.load_model(job, path=merged_dir).eval()
-    batch = finetune.collator(job)(job.features["test"][:4])
+    batch = features.collator(job)(job.features["test"][:4])
     with torch.no_grad():
         expected, actual = unmerged(**batch).logits, merged(**batch).logits
     assert torch.allclose(actual, expected, atol=1e-4)
@@ -225,7 +225,7 @@ def test_prefix_and_prompt_tuning_train_few_weights_and_are_not_merged(
     assert any("cannot be merged" in note for note in result.notes)
     # The saved virtual tokens moved away from their (seeded, so reproducible) start.
     common.seed_everything(cfg.train.seed)
-    job = finetune.prepare(cfg, data)
+    job = features.prepare(cfg, data)
     start = get_peft_model_state_dict(adapters.wrap(job, finetune.load_model(job)))
     saved = load_file(str(result.artifact("adapter") / "adapter_model.safetensors"))
     assert sorted(saved) == sorted(start)

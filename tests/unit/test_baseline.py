@@ -1,4 +1,5 @@
-"""Baselines: majority class, TF-IDF + logistic regression, zero/k-shot prompting."""
+"""Baselines: majority class, TF-IDF + logistic regression (baseline.py), zero/k-shot
+prompting (prompting.py) and the LM engine it runs on (engine.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import random
 import pandas as pd
 import pytest
 
-from tunelab import config
+from tunelab import config, evaluate
 from tunelab.errors import TrainingError
-from tunelab.train import train
-from tunelab.train.baseline import _demonstrations
 from tunelab.runs import RESULT_FILE, TrainResult
+from tunelab.train import train
+from tunelab.train.common import DeviceChoice
+from tunelab.train.prompting import _demonstrations, load_engine
 from tunelab.workspace import Workspace
 
 LABELS = ["negative", "neutral", "positive"]
+CPU = DeviceChoice("cpu", "fp32")
 CLASSIFICATION = [
     "train.method=baseline",
     "data.task=classification",
@@ -293,10 +296,7 @@ def test_too_long_prompts_are_refused_not_cut(tmp_path, sentiment_splits):
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
 def test_shared_prompt_scoring_matches_scoring_each_pair(model):
     """Scoring choices from one cached prompt pass gives the per-pair log-likelihoods."""
-    from tunelab.train.baseline import _load_lm
-    from tunelab.train.common import DeviceChoice
-
-    lm, _ = _load_lm(config.load(None, [f"model.name={model}"]), DeviceChoice("cpu", "fp32"))
+    lm, _ = load_engine(config.load(None, [f"model.name={model}"]), CPU)
     lm.batch_size = 2  # batches of different prompt lengths: padding must not leak in
     texts = ["The movie was great. Sentiment:", "Bad.", "a much longer prompt than the others are"]
     prompts = [lm.encode_prompt(t) for t in texts]
@@ -326,3 +326,45 @@ def test_calibration_subtracts_one_prior_per_label(tmp_path, sentiment_splits):
     spread = calibrated.metrics["test_calibration_prior_spread"]
     assert spread == pytest.approx(max(priors) - min(priors), abs=2e-3)
     assert set(_predictions(calibrated)["prediction"]) <= set(LABELS)
+
+
+# ---------------------------------------------------------------- the LM engine
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_sequence_scoring_is_pair_scoring_from_the_response_start(model):
+    lm, _ = load_engine(config.load(None, [f"model.name={model}"]), CPU)
+    lm.batch_size = 2
+    prompts = [lm.encode_prompt(t) for t in ["Say yes:", "A longer prompt, to pad the others:"]]
+    answers = [lm.encode_continuation(t) for t in [" yes", " no thanks"]]
+    pairs = [(p, a) for p in prompts for a in answers]
+    sequences = [(p + a, len(p)) for p, a in pairs]
+    assert lm.sequence_logprobs(sequences) == lm.logprobs(pairs)
+    # The first token has nothing to be predicted from: it is never scored.
+    whole = lm.sequence_logprobs([(prompts[1], 0)])
+    assert whole == lm.logprobs([(prompts[1][:1], prompts[1][1:])])
+
+
+def test_generation_leaves_the_model_in_its_mode_and_counts_tokens():
+    lm, _ = load_engine(config.load(None, ["model.name=tiny-gpt2"]), CPU)
+    lm.model.train()
+    prompts = [lm.encode_prompt(t) for t in ["Hello there", "Hi"]]
+    in_order = lm.generate(prompts, 4, longest_first=False)
+    assert lm.model.training  # eval while generating, training mode restored afterwards
+    assert lm.tokens > sum(len(p) for p in prompts) and lm.seconds > 0
+    assert len(in_order) == 2 and all(isinstance(a, str) for a in in_order)
+    # Decoder prompts are left-padded: each row continues at the last position.
+    ids, mask = lm.pad([[5, 6, 7], [8]], "left")
+    assert ids[1].tolist()[-1] == 8 and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = lm.pad([[5, 6, 7], [8]], "right")
+    assert ids[1].tolist()[0] == 8 and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_loglik_margin_metrics_count_a_tie_as_half():
+    metrics = evaluate.loglik_margin_metrics([1.0, 0.0, -2.0, 3.0], [1.0, -1.0, -1.0, 0.0])
+    assert metrics == {
+        "loglik_win_rate": 2.5 / 4,
+        "loglik_win_rate_sum": 1.5 / 4,
+        "mean_loglik_margin": 0.5,
+    }
+    assert evaluate.invalid_rate(["a", "", "b", ""]) == 0.5

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tunelab import config
-from tunelab.data import checks
+from tunelab.data import check_messages, checks
 from tunelab.data.schema import SOURCE_ROW
 from tunelab.data.tokens import TokenCounter
 from tunelab.errors import DataValidationError
@@ -60,9 +60,9 @@ def validate(rows, workspace, name, *overrides, labels=True, **kwargs):
     return checks.validate_splits(data, run_cfg, workspace, **kwargs)
 
 
-def only_failure(outcome) -> checks.Failure:
+def only_failure(outcome) -> check_messages.Failure:
     assert not outcome.success
-    assert len(outcome.failures) == 1, checks.describe_failures(outcome)
+    assert len(outcome.failures) == 1, check_messages.describe_failures(outcome)
     return outcome.failures[0]
 
 
@@ -77,12 +77,12 @@ def gate_message(outcome) -> str:
 def test_clean_classification_passes_and_writes_data_docs(tmp_path):
     workspace = Workspace(tmp_path / "ws")
     outcome = validate(classification(), workspace, "clean")
-    assert outcome.success, checks.describe_failures(outcome)
+    assert outcome.success, check_messages.describe_failures(outcome)
     assert outcome.failures == []
     stats = outcome.statistics
     assert stats["evaluated"] == stats["successful"] > 10 and stats["unsuccessful"] == 0
     checks.raise_for_failures(outcome)  # no error
-    assert "passed" in checks.describe_failures(outcome)
+    assert "passed" in check_messages.describe_failures(outcome)
 
     docs = Path(outcome.docs_path)
     assert docs.is_file() and docs.suffix == ".html"
@@ -180,7 +180,7 @@ def test_label_missing_from_a_split(shared):
 def test_empty_validation_split_is_allowed(shared):
     rows = classification(validation=0)
     outcome = validate(rows, shared, "no-validation")
-    assert outcome.success, checks.describe_failures(outcome)
+    assert outcome.success, check_messages.describe_failures(outcome)
 
 
 def test_too_few_rows_per_class(shared):
@@ -252,7 +252,7 @@ def test_generation_data_passes(shared):
 
     data = {"train": part(12, "train"), "validation": part(2, "val"), "test": part(2, "test")}
     outcome = validate(data, shared, "instructions", "data.task=generation", labels=False)
-    assert outcome.success, checks.describe_failures(outcome)
+    assert outcome.success, check_messages.describe_failures(outcome)
     assert set(outcome.results["validations"]) == {"examples"}
     assert Path(outcome.docs_path).is_file()
 

@@ -15,7 +15,7 @@ from echo_words import WORDS, echo_frame
 
 from tunelab import config, models
 from tunelab.errors import TrainingError
-from tunelab.train import finetune
+from tunelab.train import features, finetune
 from tunelab.train import train as run_training
 from tunelab.workspace import Workspace
 
@@ -183,12 +183,12 @@ def test_decoder_classification_with_text_pairs(tmp_path, sentiment_splits):
 def test_text_pair_features_encoder_segments_decoder_joined():
     frame = pd.DataFrame({"text": ["good soup"], "text_pair": ["bad bread"], "label": ["positive"]})
     data = {"train": frame, "test": frame}
-    bert = finetune.prepare(classification_cfg("tiny-bert"), data)
+    bert = features.prepare(classification_cfg("tiny-bert"), data)
     row = bert.features["train"][0]
     assert row["labels"] == LABELS.index("positive")
     # The pair is a second segment: [CLS] text [SEP] pair [SEP].
     assert bert.tokenizer.decode(row["input_ids"]) == "[CLS] good soup [SEP] bad bread [SEP]"
-    gpt2 = finetune.prepare(classification_cfg("tiny-gpt2"), data)
+    gpt2 = features.prepare(classification_cfg("tiny-gpt2"), data)
     assert gpt2.tokenizer.decode(gpt2.features["train"][0]["input_ids"]) == "good soup\nbad bread"
 
 
@@ -197,13 +197,13 @@ def test_text_pair_features_encoder_segments_decoder_joined():
 
 def test_response_only_masking_in_collated_labels():
     data = echo_data()
-    job = finetune.prepare(generation_cfg("tiny-llama"), data)
+    job = features.prepare(generation_cfg("tiny-llama"), data)
     assert job.kind == "causal" and job.uses_chat_template
     lengths = [len(row["input_ids"]) for row in job.features["train"]]
     picked = [lengths.index(min(lengths)), lengths.index(max(lengths))]
     assert min(lengths) < max(lengths)  # so the shorter row gets padded
     rows = [job.features["train"][k] for k in picked]
-    batch = finetune.collator(job)(rows)
+    batch = features.collator(job)(rows)
     tokenizer = job.tokenizer
     for i, k in enumerate(picked):
         row, prompt_ids = job.features["train"][k], job.prompts["train"][k]
@@ -221,7 +221,7 @@ def test_response_only_masking_in_collated_labels():
 
 
 def test_plain_format_without_chat_template_ends_with_eos():
-    job = finetune.prepare(generation_cfg("tiny-gpt2"), echo_data())
+    job = features.prepare(generation_cfg("tiny-gpt2"), echo_data())
     assert not job.uses_chat_template
     row, prompt_ids = job.features["train"][0], job.prompts["train"][0]
     tokenizer = job.tokenizer
@@ -259,7 +259,7 @@ def test_seq2seq_t5_labels_are_the_response(tmp_path):
 
     data = echo_data()
     cfg = generation_cfg("tiny-t5", "train.max_steps=6", "train.learning_rate=3e-3")
-    job = finetune.prepare(cfg, data)
+    job = features.prepare(cfg, data)
     assert job.kind == "seq2seq"
     row = job.features["train"][0]
     assert job.tokenizer.decode(row["labels"], skip_special_tokens=True) == "apple"
@@ -315,8 +315,8 @@ def test_labels_outside_the_declared_set_fail(tmp_path, sentiment_splits):
 
 def test_job_kind_follows_task_and_family():
     cfg = generation_cfg("tiny-t5")
-    assert finetune.job_kind(cfg, models.resolve("tiny-t5")) == "seq2seq"
-    assert finetune.job_kind(cfg, models.resolve("tiny-gpt2")) == "causal"
-    assert finetune.job_kind(classification_cfg("x"), models.resolve("tiny-gpt2")) == (
+    assert features.job_kind(cfg, models.resolve("tiny-t5")) == "seq2seq"
+    assert features.job_kind(cfg, models.resolve("tiny-gpt2")) == "causal"
+    assert features.job_kind(classification_cfg("x"), models.resolve("tiny-gpt2")) == (
         "classification"
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tunelab import config, gate
+from tunelab import config
+from tunelab.lifecycle import gate
 from tunelab.scorecard import Scorecard
 
 LABELS = ["negative", "neutral", "positive"]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab.pipeline import plan as milestone
 from tunelab.errors import ConfigError
+from tunelab.pipeline import cache
+from tunelab.pipeline import plan as milestone
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -23,10 +24,22 @@ def test_bundled_plans_load(name):
 
 def test_the_milestone_covers_every_method_family():
     plan = milestone.load_plan(CONFIGS / "milestone.yaml")
-    methods = {m.load().train.method for m in plan.methods()}
+    methods = {m.cfg.train.method for m in plan.methods()}
     assert {"baseline", "full", "lora", "dpo"} <= methods
     dpo = plan.find("preferences/dpo")
     assert dpo.init_from == "instructions/lora"
+    assert [m.label for m in plan.dependent()] == ["preferences/dpo"]
+    assert "preferences/dpo" not in {m.label for m in plan.independent()}
+
+
+def test_a_dpo_method_starts_from_its_source_run_without_reparsing():
+    plan = milestone.load_plan(CONFIGS / "milestone.yaml")
+    dpo = plan.find("preferences/dpo")
+    started = dpo.config_for("/runs/instructions/lora-x")
+    assert started.train.dpo.init_from == "/runs/instructions/lora-x"
+    assert dpo.cfg.train.dpo.init_from is None  # the plan's config is left as it was
+    assert started.train.max_steps == dpo.cfg.train.max_steps == 10  # the plan's `set:`
+    assert dpo.config_for(None) is dpo.cfg
 
 
 def write(tmp_path, raw) -> Path:
@@ -88,17 +101,17 @@ def test_cache_keys_follow_what_a_step_depends_on():
     from tunelab import config
 
     cfg = config.load(CONFIGS / "sentiment-lora.yaml")
-    key = milestone.train_key(cfg, "v1", "code1")
-    assert key == milestone.train_key(config.load(CONFIGS / "sentiment-lora.yaml"), "v1", "code1")
-    assert key != milestone.train_key(cfg, "v2", "code1")  # new data
-    assert key != milestone.train_key(cfg, "v1", "code2")  # new code
+    key = cache.train_key(cfg, "v1", "code1")
+    assert key == cache.train_key(config.load(CONFIGS / "sentiment-lora.yaml"), "v1", "code1")
+    assert key != cache.train_key(cfg, "v2", "code1")  # new data
+    assert key != cache.train_key(cfg, "v1", "code2")  # new code
     changed = config.load(CONFIGS / "sentiment-lora.yaml", ["train.adapter.r=4"])
-    assert key != milestone.train_key(changed, "v1", "code1")
+    assert key != cache.train_key(changed, "v1", "code1")
     # The gate's settings do not retrain, they only re-judge.
     gate_only = config.load(CONFIGS / "sentiment-lora.yaml", ["registry.significance=0.01"])
-    assert key == milestone.train_key(gate_only, "v1", "code1")
-    evaluate = milestone.evaluate_key(key, cfg)
-    assert milestone.register_key(evaluate, cfg, "uri") != milestone.register_key(
+    assert key == cache.train_key(gate_only, "v1", "code1")
+    evaluate = cache.evaluate_key(key, cfg)
+    assert cache.register_key(evaluate, cfg, "uri") != cache.register_key(
         evaluate, gate_only, "uri"
     )
-    assert len(milestone.code_version()) == 16
+    assert len(cache.code_version()) == 16

@@ -11,6 +11,7 @@ import pytest
 
 from tunelab import models
 from tunelab.errors import ModelError
+from tunelab.models import aliases
 
 TINY = ["tiny-gpt2", "tiny-llama", "tiny-t5", "tiny-bert"]
 FAMILY = {
@@ -145,7 +146,7 @@ def test_failed_build_leaves_nothing_that_looks_ready(cache, monkeypatch):
         (work / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(models._BUILDERS, "tiny-gpt2", broken)
+    monkeypatch.setitem(aliases._BUILDERS, "tiny-gpt2", broken)
     with pytest.raises(ModelError, match="tiny-gpt2.*disk full"):
         models.prepare_alias("tiny-gpt2")
     assert not (cache / "tiny-gpt2").exists()
@@ -254,7 +255,7 @@ def test_minilm_with_only_bin_weights_is_converted_to_safetensors(cache, tmp_pat
     for weights in source.glob("*.safetensors"):
         weights.unlink()
     torch.save(original.state_dict(), source / "pytorch_model.bin")
-    monkeypatch.setattr(models, "_minilm_source", lambda: source)
+    monkeypatch.setattr(aliases, "_minilm_source", lambda: source)
 
     assert {row["name"]: row["ready"] for row in models.alias_status()}["minilm-l6"] is False
     resolved = models.resolve("minilm-l6")

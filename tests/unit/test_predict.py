@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tunelab import predict
 from tunelab.errors import RegistryError
+from tunelab.lifecycle import predict
+from tunelab.lifecycle.packaging import LoadedModel
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ class Upper:
 def test_predict_file_adds_a_prediction_column(tmp_path):
     source, target = tmp_path / "in.csv", tmp_path / "out" / "pred.csv"
     pd.DataFrame({"id": [1, 2, 3], "prompt": ["a", "b", None]}).to_csv(source, index=False)
-    loaded = predict.LoadedModel("m", "1", "models:/m/1", Upper())
+    loaded = LoadedModel("m", "1", "models:/m/1", Upper())
     seen = []
     count = predict.predict_file(loaded, source, target, batch_size=2, progress=seen.append)
     assert count == 3 and seen == [2, 1]
@@ -54,7 +55,7 @@ def test_predict_file_adds_a_prediction_column(tmp_path):
 def test_a_failing_batch_leaves_no_output_file(tmp_path):
     source, target = tmp_path / "in.csv", tmp_path / "pred.csv"
     pd.DataFrame({"text": list("abcdef")}).to_csv(source, index=False)
-    loaded = predict.LoadedModel("m", "1", "models:/m/1", Upper(fail_after=1))
+    loaded = LoadedModel("m", "1", "models:/m/1", Upper(fail_after=1))
     with pytest.raises(RuntimeError, match="model crashed"):
         predict.predict_file(loaded, source, target, batch_size=2)
     assert not target.exists() and not list(tmp_path.glob("*.partial"))
@@ -63,7 +64,7 @@ def test_a_failing_batch_leaves_no_output_file(tmp_path):
 def test_missing_input_column_is_named(tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame({"review": ["x"]}).to_csv(source, index=False)
-    loaded = predict.LoadedModel("m", "1", "models:/m/1", Upper())
+    loaded = LoadedModel("m", "1", "models:/m/1", Upper())
     with pytest.raises(RegistryError, match=r"none of the input columns.*review.*--column"):
         predict.predict_file(loaded, source, tmp_path / "o.csv")
     with pytest.raises(RegistryError, match="no column 'body'"):

@@ -10,15 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tunelab import config, models
+from tunelab import config, evaluate, models
 from tunelab.errors import TrainingError
-from tunelab.train import check_method, preference
-from tunelab.train import train as run_training
 from tunelab.runs import TrainResult
-from tunelab.train.common import DeviceChoice
+from tunelab.train import check_method, common, preference
+from tunelab.train import train as run_training
+from tunelab.train.engine import Engine
 from tunelab.workspace import Workspace
 
-CPU = DeviceChoice("cpu", "fp32")
 POLITE = "Thank you for asking, I am happy to help with that."
 RUDE = "Figure it out yourself, that is a stupid question."
 LLAMA_PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
@@ -63,9 +62,10 @@ def score(model_path, tokenizer_source, frame: pd.DataFrame, max_length: int) ->
     """Our held-out scoring of a saved model, independent of the training run's objects."""
     tokenizer = models.load_tokenizer(tokenizer_source)
     encoded = preference.encode_pairs(
-        tokenizer, frame, max_length, preference.has_chat_template(tokenizer)
+        tokenizer, frame, max_length, common.has_chat_template(tokenizer)
     )
-    return preference.score_pairs(load_lm(model_path), encoded, tokenizer.pad_token_id, CPU)
+    engine = Engine.for_model(load_lm(model_path), tokenizer, "decoder", batch_size=8)
+    return preference.score_pairs(engine, encoded)
 
 
 def state(path) -> dict:
@@ -275,3 +275,23 @@ def test_a_merge_beyond_merge_atol_keeps_the_adapter_and_saves_no_merged_model(
     assert not (Path(result.output_dir) / "merged").exists()
     assert (result.artifact("adapter") / "adapter_model.safetensors").is_file()
     assert any("no merged model was saved" in note for note in result.notes)
+
+
+def test_preference_metrics_are_computed_from_the_predictions_table(lora_run):
+    _, result = lora_run
+    table = pd.read_parquet(result.artifact("predictions"))
+    metrics = evaluate.preference_metrics(table, prefix="test_")
+    assert metrics == {k: v for k, v in result.metrics.items() if k in metrics}
+    assert set(metrics) == {
+        f"test_{name}"
+        for name in (
+            "reward_accuracy",
+            "reward_margin",
+            "loglik_win_rate",
+            "chosen_logratio",
+            "rejected_logratio",
+            "pairs",
+        )
+    }
+    assert result.metrics["before_test_loglik_win_rate"] == table["before_loglik_win"].mean()
+    assert evaluate.preference_metrics(table.iloc[:0]) == {}

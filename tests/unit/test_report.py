@@ -4,13 +4,21 @@ import math
 import pandas as pd
 import pytest
 
-from tunelab.report import DatasetEntry, MethodEntry, Review, write_review
+from tunelab.lifecycle.gate import Decision
+from tunelab.lifecycle.tracking import TrackedRun
+from tunelab.pipeline.records import MethodRecord, Registration
+from tunelab.report import DatasetEntry, Review, write_review
 
 TEXTS = ["a wonderful film", "great | fun\nreally", "truly dreadful", "boring plot"]
 LABELS = ["pos", "pos", "neg", "neg"]
 LORA_GUESSES = ["pos", "neg", "neg", "pos"]
 PROMPTS = ["summarise: the cat sat", "summarise: rain all day", "summarise: we won"]
 SUMMARIES = ["cat sat", "rainy day", "victory"]
+
+
+def tracked(run_id: str, url: str | None = None) -> TrackedRun:
+    """What tracking.log_run returns, as far as the review reads it."""
+    return TrackedRun(run_id=run_id, experiment_id="1", run_url=url, model_uri=None)
 
 
 def write_run(folder, dataset, method, task, primary_metric, primary, ci, **extra):
@@ -139,49 +147,52 @@ def review(tmp_path):
             "prediction": ["cat sat", "rain", "we won"],
         },
     )
-    decision = {
-        "promote": True,
-        "forced": False,
-        "reason": "lora beats the majority class by 0.567 macro_f1 (p=0.004).",
-        "metric": "macro_f1",
-        "versus": "majority class 'pos' (built in)",
-        "challenger": 0.9,
-        "reference": 0.333,
-        "delta": 0.567,
-        "p_value": 0.004,
-        "test": "paired bootstrap",
-        "n": 4,
-        "delta_ci_low": 0.3,
-        "delta_ci_high": 0.8,
-        "min_improvement": 0.0,
-        "significance": 0.05,
-        "limits": {},
-    }
+    decision = Decision(
+        promote=True,
+        forced=False,
+        reason="lora beats the majority class by 0.567 macro_f1 (p=0.004).",
+        metric="macro_f1",
+        versus="majority class 'pos' (built in)",
+        challenger=0.9,
+        reference=0.333,
+        delta=0.567,
+        p_value=0.004,
+        test="paired bootstrap",
+        n=4,
+        delta_ci_low=0.3,
+        delta_ci_high=0.8,
+        min_improvement=0.0,
+        significance=0.05,
+        limits={},
+    )
     methods = [
-        MethodEntry(
+        MethodRecord(
             "reviews",
             "majority",
-            "ok",
             run_dir=majority,
-            run_id="1" * 32,
-            not_registered="baselines are references, not candidates",
+            registration=Registration(
+                tracked=tracked("1" * 32),
+                not_registered="baselines are references, not candidates",
+            ),
         ),
-        MethodEntry(
+        MethodRecord(
             "reviews",
             "lora",
-            "ok",
             run_dir=lora,
-            run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc",
-            run_id="abc",
             reused=["prepare-data"],
-            model_name="reviews-classifier",
-            version="2",
-            decision=decision,
+            registration=Registration(
+                tracked=tracked("abc", "http://127.0.0.1:5000/#/experiments/1/runs/abc"),
+                model_name="reviews-classifier",
+                version="2",
+                decision=decision,
+            ),
         ),
-        MethodEntry("reviews", "full-ft", "failed", error="CUDA out of memory | tried\n2 GiB"),
-        MethodEntry("reviews", "tfidf", "ok", run_dir=tfidf),
-        MethodEntry("summaries", "echo", "ok", run_dir=echo),
-        MethodEntry("summaries", "full", "ok", run_dir=full),
+        MethodRecord(
+            "reviews", "full-ft", status="failed", error="CUDA out of memory | tried\n2 GiB"
+        ),
+        MethodRecord("reviews", "tfidf", run_dir=tfidf),
+        MethodRecord("summaries", "echo", run_dir=echo),
+        MethodRecord("summaries", "full", run_dir=full),
     ]
     datasets = [
         DatasetEntry(
@@ -312,8 +323,8 @@ def test_dataset_where_every_method_failed_still_renders(tmp_path):
         created="2025-01-02T03:04:05",
         datasets=[DatasetEntry("pairs", "v-9", {"train": 3}, "failed: 1 of 5 checks", None, None)],
         methods=[
-            MethodEntry("pairs", "dpo", "failed", error="no GPU"),
-            MethodEntry("pairs", "orpo", "ok", run_dir=str(tmp_path / "missing")),
+            MethodRecord("pairs", "dpo", status="failed", error="no GPU"),
+            MethodRecord("pairs", "orpo", run_dir=str(tmp_path / "missing")),
         ],
         champions={},
     )

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tunelab import config, tracking
+from tunelab import config
 from tunelab.errors import TrackingError
+from tunelab.lifecycle import tracking
 from tunelab.workspace import Workspace
 
 

@@ -113,3 +113,34 @@ def test_resume_skips_a_checkpoint_cut_off_while_saving(tmp_path):
     (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_step": 20}')
     assert common.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
     assert common.last_checkpoint(tmp_path / "missing") is None
+
+
+def test_training_never_prepares_or_versions_data():
+    """train/ reads prepared splits; preparing and versioning them is the data stage's job."""
+    import ast
+    from pathlib import Path
+
+    import tunelab.train
+
+    forbidden = ("tunelab.data.prepare", "tunelab.data.versioning")
+    for path in Path(tunelab.train.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.startswith(forbidden) for n in names), (path.name, names)
+
+
+def test_save_predictions_puts_source_row_first_and_names_the_artifact(tmp_path):
+    import pandas as pd
+
+    result = runs.TrainResult("m", "x", "d", "classification", str(tmp_path))
+    source = pd.DataFrame({"text": ["a", "b"], "source_row": [7, 3]})
+    common.save_predictions(pd.DataFrame({"prediction": ["p", "q"]}), tmp_path, result, source)
+    table = pd.read_parquet(tmp_path / runs.PREDICTIONS_FILE)
+    assert list(table.columns) == ["source_row", "prediction"]
+    assert table["source_row"].tolist() == [7, 3]
+    assert result.artifacts == {"predictions": runs.PREDICTIONS_FILE}

@@ -8,7 +8,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from tunelab.data import versioning
+from tunelab.data import dvc, versioning
 from tunelab.data.schema import SOURCE_ROW
 from tunelab.errors import VersioningError
 from tunelab.workspace import Workspace
@@ -40,13 +40,13 @@ def dvc_site_cache(monkeypatch, tmp_path_factory):
 def dvc_calls(monkeypatch):
     """Record every DVC command the module runs."""
     calls = []
-    real = versioning._dvc
+    real = dvc.run
 
     def spy(workspace, *args, **kwargs):
         calls.append(args[0])
         return real(workspace, *args, **kwargs)
 
-    monkeypatch.setattr(versioning, "_dvc", spy)
+    monkeypatch.setattr(dvc, "run", spy)
     return calls
 
 
@@ -143,8 +143,8 @@ def test_datasets_are_independent_and_old_versions_restore(tmp_path, dvc_calls):
     assert mtimes(ws.data_dir / "beta") == beta_times
     assert versioning.current_version("alpha", ws).version == a1.version
     # data.dvc describes the workspace again.
-    manifest = versioning._manifest(ws, versioning._tracked_dir_md5(ws))
-    assert manifest == versioning._disk_files(ws)
+    manifest = dvc.read_manifest(ws, dvc.tracked_dir_md5(ws))
+    assert manifest == dvc.disk_files(ws)
 
     # Forward to v2 with an empty cache: the files come from the remote.
     shutil.rmtree(tmp_path / ".dvc" / "cache")

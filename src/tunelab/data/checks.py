@@ -12,6 +12,7 @@ A checkpoint passes the same batch parameters to each of its validation definiti
 so each batch has its own suite, validation definition and checkpoint; every
 checkpoint updates the Data Docs under ``workspace.gx_dir``. Pass or fail is always
 decided by a GX expectation; pandas only derives the columns those expectations read.
+The texts that explain a failure are built in ``check_messages``.
 """
 
 from __future__ import annotations
@@ -20,44 +21,31 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
 from tunelab.config import RunConfig
-from tunelab.data.schema import (
-    REQUIRED,
-    SOURCE_ROW,
-    columns_for,
-    example_keys,
-    key_column,
-    normalise_key,
-    text_columns,
+from tunelab.data import check_messages as messages
+from tunelab.data.check_messages import (
+    CLASS_ROWS,
+    LEAKED,
+    REPEATS,
+    SAME_PAIR,
+    SPLIT,
+    TIMES_SMALLEST,
+    TOKENS,
+    TOO_LONG,
+    Failure,
+    describe_failures,
+    row_keys,
 )
+from tunelab.data.schema import REQUIRED, SOURCE_ROW, columns_for, normalise_key, text_columns
 from tunelab.data.tokens import TokenCounter, whitespace_counter
 from tunelab.errors import DataValidationError
 from tunelab.workspace import Workspace
 
-SPLIT = "split"
-REPEATS = "repeats_earlier_row"
-LEAKED = "also_in_another_split"
-SAME_PAIR = "chosen_same_as_rejected"
-TOKENS = "token_count"
-TOO_LONG = "over_max_length"
-CLASS_ROWS = "rows"
-TIMES_SMALLEST = "times_smallest_class"
-
 DATASOURCE = "tunelab"
-SHOWN = 5  # rows or examples named in one failure
-
-
-@dataclass
-class Failure:
-    check: str
-    observed: str
-    threshold: str
-    split: str | None = None
 
 
 @dataclass
@@ -97,8 +85,8 @@ def validate_splits(
         if page:
             pages[kind] = page
 
-    seen = _Seen(task, examples, classes, counter, cfg.model.max_length)
-    failures = [f for result in runs.values() for f in _failures(result, seen)]
+    seen = messages.Seen(task, examples, classes, counter, cfg.model.max_length)
+    failures = [f for result in runs.values() for f in messages.failures(result, seen)]
     success = all(r["success"] for r in runs.values())
     statistics = _statistics(runs.values())
     index = _docs_index(workspace)
@@ -132,33 +120,6 @@ def raise_for_failures(outcome: ValidationOutcome) -> None:
         raise DataValidationError(describe_failures(outcome), outcome.failures, outcome.docs_path)
 
 
-def describe_failures(outcome: ValidationOutcome) -> str:
-    """Plain-words summary: each failed check with what was observed and the threshold."""
-    stats = outcome.statistics
-    if outcome.success:
-        return (
-            f"Dataset '{outcome.dataset}' passed the validation gate: "
-            f"{stats['successful']} of {stats['evaluated']} checks passed."
-        )
-    lines = [
-        f"Dataset '{outcome.dataset}' failed the validation gate: "
-        f"{stats['unsuccessful']} of {stats['evaluated']} checks failed."
-    ]
-    for number, failure in enumerate(outcome.failures, 1):
-        where = f" [{failure.split} split]" if failure.split else ""
-        lines.append(f"  {number}. Expected: {failure.check}{where}")
-        lines.append(f"     Observed: {failure.observed}")
-        lines.append(f"     Threshold: {failure.threshold}")
-    if outcome.docs_path:
-        lines.append(f"Data Docs (every check and its result): {outcome.docs_path}")
-    lines.append(
-        "Nothing was versioned. Fix the named rows in the source data, or, if a threshold "
-        "does not suit this dataset, change it in the config (data.labels, data.checks.*, "
-        "model.max_length), then prepare the data again."
-    )
-    return "\n".join(lines)
-
-
 # --- frames -------------------------------------------------------------------------
 
 
@@ -181,7 +142,7 @@ def _examples_frame(
         if col in stacked.columns:
             stacked[col] = stacked[col].astype(object).where(stacked[col].notna(), None)
 
-    keys = _keys(stacked, task)
+    keys = row_keys(stacked, task)
     known = keys != ""
     stacked[REPEATS] = (keys.duplicated(keep="first") & known).astype("int64")
     splits_per_key = stacked[SPLIT].groupby(keys).transform("nunique")
@@ -210,13 +171,6 @@ def _as_text(value: object) -> object:
 
 def _join(row: pd.Series) -> str:
     return "\n".join(v for v in row if isinstance(v, str) and v)
-
-
-def _keys(stacked: pd.DataFrame, task: str) -> pd.Series:
-    try:
-        return example_keys(stacked, task)
-    except KeyError:
-        return pd.Series("", index=stacked.index, dtype=object)
 
 
 def _label_set(cfg: RunConfig, examples: pd.DataFrame) -> list[str] | None:
@@ -510,258 +464,3 @@ def _statistics(results) -> dict:
     evaluated = totals["evaluated"]
     totals["success_percent"] = 100.0 * totals["successful"] / evaluated if evaluated else 100.0
     return totals
-
-
-# --- failures in plain words --------------------------------------------------------
-
-
-@dataclass
-class _Seen:
-    """What the failure texts may quote: the validated frames and the counter."""
-
-    task: str
-    examples: pd.DataFrame
-    classes: pd.DataFrame | None
-    counter: TokenCounter
-    max_length: int
-
-
-def _failures(run: dict, seen: _Seen) -> list[Failure]:
-    out = []
-    for item in run["results"]:
-        if item["success"]:
-            continue
-        config = item["expectation_config"]
-        meta = config.get("meta") or {}
-        check = config.get("description") or config["type"]
-        threshold = meta.get("threshold", "")
-        exception = item.get("exception_info") or {}
-        if exception.get("raised_exception"):
-            observed = f"the check could not run: {exception.get('exception_message')}"
-            out.append(Failure(check, observed, threshold, meta.get("split")))
-            continue
-        result = item["result"]
-        if "observed_value" in result and result["observed_value"] is None:
-            # Aggregates (means, maxima) over no rows: nothing to measure.
-            out.append(Failure(check, "nothing to measure: no rows", threshold, meta.get("split")))
-            continue
-        describe = _OBSERVED.get(meta.get("check"), _observed_generic)
-        observed, split = describe(result, config.get("kwargs") or {}, seen)
-        out.append(Failure(check, observed, threshold, meta.get("split") or split))
-    return out
-
-
-def _rows(records: list[dict], limit: int = SHOWN) -> str:
-    """'train rows 4, 9; test row 2' for the first few rows."""
-    grouped: dict[str, list[str]] = {}
-    for entry in records[:limit]:
-        grouped.setdefault(str(entry.get(SPLIT)), []).append(str(entry.get(SOURCE_ROW)))
-    return "; ".join(
-        f"{s} row{'s' if len(r) > 1 else ''} {', '.join(r)}" for s, r in grouped.items()
-    )
-
-
-def _more(total: int, shown: int) -> str:
-    return f" and {total - shown} more" if total > shown else ""
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _quote(text: object, width: int = 40) -> str:
-    value = str(text)
-    return repr(value if len(value) <= width else value[: width - 3] + "...")
-
-
-def _unexpected(result: dict) -> tuple[list[dict], int]:
-    return result.get("partial_unexpected_index_list") or [], int(
-        result.get("unexpected_count") or 0
-    )
-
-
-def _only_split(result: dict) -> str | None:
-    """The split of every unexpected row, when all are listed and they share one."""
-    index_list, count = _unexpected(result)
-    names = {e.get(SPLIT) for e in index_list}
-    if len(names) == 1 and None not in names and len(index_list) >= count:
-        return str(names.pop())
-    return None
-
-
-def _observed_generic(result, kwargs, seen):
-    if "unexpected_count" in result:
-        index_list, count = _unexpected(result)
-        rows = _rows(index_list)
-        named = f": {rows}{_more(count, min(len(index_list), SHOWN))}" if rows else ""
-        return f"{_plural(count, 'row')} failed{named}", _only_split(result)
-    return f"observed {result.get('observed_value')!r}", None
-
-
-def _observed_rows(result, kwargs, seen):
-    return f"{result.get('observed_value')} rows in all splits", None
-
-
-def _observed_column(result, kwargs, seen):
-    found = [c for c in seen.examples.columns if c in columns_for(seen.task, seen.examples)]
-    return f"column '{kwargs.get('column')}' is missing; canonical columns found: {found}", None
-
-
-def _observed_map(what: str):
-    def describe(result, kwargs, seen):
-        index_list, count = _unexpected(result)
-        shown = min(len(index_list), SHOWN)
-        return (
-            f"{_plural(count, 'row')} {what.format(col=kwargs.get('column'))}: "
-            f"{_rows(index_list)}{_more(count, shown)}",
-            _only_split(result),
-        )
-
-    return describe
-
-
-def _observed_label_set(result, kwargs, seen):
-    index_list, count = _unexpected(result)
-    by_value: dict[str, list[dict]] = {}
-    for entry in index_list:
-        by_value.setdefault(str(entry.get("label")), []).append(entry)
-    parts = [
-        f"{_quote(v)} ({_rows(entries)}{_more(len(entries), min(len(entries), SHOWN))})"
-        for v, entries in by_value.items()
-    ]
-    tail = f"; {count - len(index_list)} more rows" if count > len(index_list) else ""
-    return (
-        f"{_plural(count, 'row')} with labels outside the set: {', '.join(parts)}{tail}",
-        _only_split(result),
-    )
-
-
-def _observed_length(result, kwargs, seen):
-    column = kwargs.get("column")
-    index_list, count = _unexpected(result)
-    named = [
-        f"{e.get(SPLIT)} row {e.get(SOURCE_ROW)} ({len(str(e.get(column, '')))} characters)"
-        for e in index_list[:SHOWN]
-    ]
-    return (
-        f"{_plural(count, 'row')} with a {column} outside the limits: "
-        f"{', '.join(named)}{_more(count, len(named))}",
-        _only_split(result),
-    )
-
-
-def _groups(seen: _Seen, mask: pd.Series) -> list[pd.DataFrame]:
-    """Rows selected by mask, grouped by their normalised key, in order of appearance."""
-    keys = _keys(seen.examples, seen.task)
-    chosen = seen.examples[mask]
-    return [group for _, group in chosen.groupby(keys[chosen.index], sort=False)]
-
-
-def _named_group(group: pd.DataFrame) -> str:
-    return _rows(group[[SPLIT, SOURCE_ROW]].to_dict("records"), limit=4) + _more(len(group), 4)
-
-
-def _observed_duplicates(result, kwargs, seen):
-    examples, column = seen.examples, key_column(seen.task)
-    share = float(result.get("observed_value") or 0.0)
-    keys = _keys(examples, seen.task)
-    repeated_keys = set(keys[examples[REPEATS] == 1])
-    groups = _groups(seen, keys.isin(repeated_keys))
-    named = [f"{_quote(g.iloc[0][column])} x{len(g)} ({_named_group(g)})" for g in groups[:SHOWN]]
-    return (
-        f"{share:.1%} of rows ({int(examples[REPEATS].sum())} of {len(examples)}) repeat "
-        f"an earlier row: {'; '.join(named)}{_more(len(groups), len(named))}",
-        None,
-    )
-
-
-def _observed_leakage(result, kwargs, seen):
-    column = key_column(seen.task)
-    groups = _groups(seen, seen.examples[LEAKED])
-    named = [
-        f"{_quote(g.iloc[0][column])} in {' and '.join(dict.fromkeys(g[SPLIT]))} "
-        f"({_named_group(g)})"
-        for g in groups[:SHOWN]
-    ]
-    rows = int(seen.examples[LEAKED].sum())
-    return (
-        f"{_plural(len(groups), 'example')} leak across splits "
-        f"({_plural(rows, 'row')}): {'; '.join(named)}{_more(len(groups), len(named))}",
-        None,
-    )
-
-
-def _observed_too_long(result, kwargs, seen):
-    examples = seen.examples
-    share = float(result.get("observed_value") or 0.0)
-    over = examples[examples[TOO_LONG] == 1].sort_values(TOKENS, ascending=False, kind="stable")
-    longest = [
-        f"{r[SPLIT]} row {r[SOURCE_ROW]} ({r[TOKENS]} tokens)"
-        for r in over.head(SHOWN).to_dict("records")
-    ]
-    return (
-        f"{share:.1%} of examples ({len(over)} of {len(examples)}) are longer than "
-        f"{seen.max_length} tokens, counted as {seen.counter.label}; longest: "
-        f"{', '.join(longest)}{_more(len(over), len(longest))}",
-        None,
-    )
-
-
-def _observed_label_count(result, kwargs, seen):
-    labels = ", ".join(_quote(label) for label in seen.classes["label"])
-    return (
-        f"{_plural(int(result.get('observed_value') or 0), 'label')} found ({labels}); "
-        "a classifier needs at least two",
-        None,
-    )
-
-
-def _observed_class_in_split(result, kwargs, seen):
-    split_name = str(kwargs.get("column", "")).removeprefix("rows_in_")
-    missing = [_quote(e.get("label")) for e in result.get("partial_unexpected_index_list") or []]
-    size = int((seen.examples[SPLIT] == split_name).sum())
-    return (
-        f"no {split_name} rows for label(s) {', '.join(missing)} "
-        f"(the {split_name} split has {_plural(size, 'row')})",
-        split_name,
-    )
-
-
-def _observed_class_min(result, kwargs, seen):
-    classes = seen.classes
-    small = classes[classes[CLASS_ROWS] < kwargs.get("min_value", 0)]
-    return "; ".join(
-        f"label {_quote(r['label'])} has {_plural(int(r[CLASS_ROWS]), 'row')}"
-        for r in small.to_dict("records")
-    ), None
-
-
-def _observed_imbalance(result, kwargs, seen):
-    nonempty = seen.classes[seen.classes[CLASS_ROWS] > 0]
-    big = nonempty.loc[nonempty[CLASS_ROWS].idxmax()]
-    small = nonempty.loc[nonempty[CLASS_ROWS].idxmin()]
-    ratio = float(result.get("observed_value") or math.nan)
-    return (
-        f"largest/smallest = {ratio:.2f}: label {_quote(big['label'])} has "
-        f"{int(big[CLASS_ROWS])} rows, label {_quote(small['label'])} has "
-        f"{int(small[CLASS_ROWS])}",
-        None,
-    )
-
-
-_OBSERVED: dict[str, Any] = {
-    "rows": _observed_rows,
-    "column": _observed_column,
-    "null": _observed_map("with no {col} (null)"),
-    "blank": _observed_map("with an empty or blank {col}"),
-    "label_set": _observed_label_set,
-    "length": _observed_length,
-    "duplicates": _observed_duplicates,
-    "leakage": _observed_leakage,
-    "same_pair": _observed_map("where chosen equals rejected"),
-    "too_long": _observed_too_long,
-    "label_count": _observed_label_count,
-    "class_in_split": _observed_class_in_split,
-    "class_min": _observed_class_min,
-    "imbalance": _observed_imbalance,
-}

@@ -12,15 +12,60 @@ import pandas as pd
 
 from tunelab.config import RunConfig
 from tunelab.data import checks, report, sources, splits, versioning
+from tunelab.data.check_messages import describe_failures
 from tunelab.data.tokens import TokenCounter, whitespace_counter
+from tunelab.errors import DataValidationError
 from tunelab.workspace import Workspace
 
 
 @dataclass
 class PreparedDataset:
+    """One dataset after the data stage: its version, the gate's outcome, its report."""
+
     version: versioning.DataVersion
     validation: checks.ValidationOutcome
     report: report.DataReport
+
+    @property
+    def name(self) -> str:
+        return self.version.dataset
+
+    @property
+    def version_id(self) -> str:
+        return self.version.version
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return dict(self.version.rows)
+
+    @property
+    def changed(self) -> bool:
+        return self.version.changed
+
+    @property
+    def report_path(self) -> str:
+        return str(self.report.markdown_path)
+
+    @property
+    def data_docs(self) -> str | None:
+        return self.validation.docs_path or None
+
+    @property
+    def validation_summary(self) -> str:
+        stats = self.validation.statistics
+        return f"passed: {stats['successful']} of {stats['evaluated']} checks"
+
+    def table_row(self) -> dict:
+        """A flat row for a table artifact or the CLI."""
+        return {
+            "dataset": self.name,
+            "version": self.version_id,
+            "changed": self.changed,
+            **{f"rows_{k}": v for k, v in self.rows.items()},
+            "report": self.report_path,
+            "data_docs": self.data_docs or "",
+            "validation": self.validation_summary,
+        }
 
 
 def token_counter(cfg: RunConfig) -> TokenCounter:
@@ -104,6 +149,28 @@ def write_report(
         docs_path=outcome.docs_path,
         seed=cfg.data.seed,
     )
+
+
+def table_rows(prepared: list[PreparedDataset]) -> list[dict]:
+    return [p.table_row() for p in prepared]
+
+
+def require_passed(outcomes: list[checks.ValidationOutcome]) -> None:
+    """The gate: raise DataValidationError naming every failed dataset (nothing is
+    versioned unless every dataset passed)."""
+    failures = [o for o in outcomes if not o.success]
+    if len(failures) == 1:
+        checks.raise_for_failures(failures[0])
+    if failures:
+        raise DataValidationError("\n\n".join(describe_failures(o) for o in failures))
+
+
+def candidate_versions(cfgs: list[RunConfig]) -> dict[str, str]:
+    """dataset -> the version id its source's data would get now (nothing is written)."""
+    return {
+        cfg.data.name: versioning.candidate_version(cfg.data.name, split(ingest(cfg), cfg))
+        for cfg in cfgs
+    }
 
 
 def prepare_dataset(cfg: RunConfig, workspace: Workspace) -> PreparedDataset:

@@ -12,15 +12,13 @@ GUI backend is involved.
 
 from __future__ import annotations
 
-import html
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote, urlparse
 
 import pandas as pd
 
+from tunelab import markdown as md
 from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, text_columns
 from tunelab.data.tokens import TokenCounter, whitespace_counter
 from tunelab.workspace import Workspace
@@ -141,9 +139,9 @@ def _header(dataset, version, task, rows, counter, validation_summary, docs_path
         f"- **Token counts:** {counter.label}",
     ]
     if validation_summary:
-        lines.append(f"- **Validation:** {_inline(validation_summary)}")
+        lines.append(f"- **Validation:** {md.inline(validation_summary)}")
     if docs_path:
-        lines.append(f"- **Data Docs:** [{_inline(docs_path)}]({_link(docs_path, directory)})")
+        lines.append(f"- **Data Docs:** {md.link(docs_path, directory, text=docs_path)}")
     return "\n".join(lines)
 
 
@@ -154,7 +152,7 @@ def _rows_section(stacked: pd.DataFrame, names: list[str]) -> _Section:
     body = [[name, f"{int(n):,}", _percent(n, total)] for name, n in counts.items()]
     body.append(["**total**", f"{total:,}", _percent(total, total)])
     rows = {name: int(n) for name, n in counts.items()} | {"total": total}
-    markdown = "## Rows per split\n\n" + _table(["split", "rows", "share"], body)
+    markdown = "## Rows per split\n\n" + md.table(["split", "rows", "share"], body)
     return _Section(markdown, {"rows": rows})
 
 
@@ -164,7 +162,10 @@ def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) ->
     totals = counts.sum()
     headers = ["label", *names, "all"]
     body = [
-        [_cell(label), *(f"{int(row[n]):,} ({_percent(row[n], totals[n])})" for n in headers[1:])]
+        [
+            md.cell(label, CELL_CHARS),
+            *(f"{int(row[n]):,} ({_percent(row[n], totals[n])})" for n in headers[1:]),
+        ]
         for label, row in counts.iterrows()
     ]
     plot = _plot_labels(counts[names], directory / "labels.png")
@@ -172,7 +173,7 @@ def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) ->
     markdown = (
         "## Label balance\n\n"
         f"{len(counts)} labels; each cell is rows (share of the split).\n\n"
-        + _table(headers, body)
+        + md.table(headers, body)
         + f"\n\n![Label share per split]({plot.name})"
     )
     return _Section(markdown, {"labels": labels}, [plot])
@@ -219,7 +220,7 @@ def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
                 stacked[SPLIT],
                 names,
                 counter,
-                directory / f"lengths-{_slug(column)}.png",
+                directory / f"lengths-{md.slug(column, 'column')}.png",
             )
         )
     images = "\n\n".join(
@@ -228,7 +229,7 @@ def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
     markdown = (
         "## Lengths\n\n"
         f"Characters, and tokens counted as {counter.label}.\n\n"
-        + _table(headers, body)
+        + md.table(headers, body)
         + "\n\n"
         + images
     )
@@ -246,14 +247,14 @@ def _preference_section(lengths: dict[str, pd.DataFrame], directory: Path) -> _S
         "chosen_longer": int((diff > 0).sum()),
         "rejected_longer": int((diff < 0).sum()),
         "same_length": int((diff == 0).sum()),
-        "median_token_difference": _number(diff.median()) if pairs else None,
+        "median_token_difference": _rounded(diff.median()) if pairs else None,
         "median_chars": {
-            "chosen": _number(chosen["characters"].median()),
-            "rejected": _number(rejected["characters"].median()),
+            "chosen": _rounded(chosen["characters"].median()),
+            "rejected": _rounded(rejected["characters"].median()),
         },
         "median_tokens": {
-            "chosen": _number(chosen["tokens"].median()),
-            "rejected": _number(rejected["tokens"].median()),
+            "chosen": _rounded(chosen["tokens"].median()),
+            "rejected": _rounded(rejected["tokens"].median()),
         },
     }
     body = [
@@ -283,7 +284,7 @@ def _preference_section(lengths: dict[str, pd.DataFrame], directory: Path) -> _S
         f"{_fmt(comparison['median_tokens']['rejected'])} tokens / "
         f"{_fmt(comparison['median_chars']['rejected'])} chars. A strong lean one way means "
         "a preference model can score well by length alone.\n\n"
-        + _table(["pairs (by tokens)", "rows", "share"], body)
+        + md.table(["pairs (by tokens)", "rows", "share"], body)
         + f"\n\n![Chosen vs rejected tokens]({plot.name})"
     )
     return _Section(markdown, {"chosen_vs_rejected": comparison}, [plot])
@@ -298,7 +299,7 @@ def _vocabulary_section(stacked: pd.DataFrame, texts: list[str]) -> _Section:
     markdown = (
         "## Vocabulary\n\n"
         f"Distinct lower-cased words (runs of letters/digits) across {', '.join(texts)}.\n\n"
-        + _table(["splits", "distinct words"], body)
+        + md.table(["splits", "distinct words"], body)
     )
     return _Section(markdown, {"vocabulary": vocab})
 
@@ -338,7 +339,7 @@ def _duplicates_section(stacked: pd.DataFrame, task: str, names: list[str]) -> _
         "## Duplicates\n\n"
         f"A row is a duplicate when its {_key_words(task)}, case-folded and with whitespace "
         "collapsed, repeats an earlier row's; the first copy is not counted.\n\n"
-        + _table(["scope", "duplicate rows", "share"], body)
+        + md.table(["scope", "duplicate rows", "share"], body)
     )
     return _Section(markdown, {"duplicates": duplicates})
 
@@ -356,14 +357,17 @@ def _ngrams_section(stacked: pd.DataFrame) -> _Section:
     if not ngrams:
         return _Section(title + "_Needs at least two classes with text._", {"ngrams": {}})
     body = [
-        [_cell(label), ", ".join(f"{_cell(g)} ({score:.1f})" for g, score in top) or "–"]
+        [
+            md.cell(label, CELL_CHARS),
+            ", ".join(f"{md.cell(g, CELL_CHARS)} ({score:.1f})" for g, score in top) or md.MISSING,
+        ]
         for label, top in ngrams.items()
     ]
     summary = {label: [[g, round(s, 3)] for g, s in top] for label, top in ngrams.items()}
     markdown = (
         title + f"Unigrams and bigrams in all splits, top {TOP_NGRAMS} per class by chi-squared "
         "(class vs the rest, counting documents), keeping only those more frequent in the "
-        "class than elsewhere. Score in brackets.\n\n" + _table(["label", "n-grams"], body)
+        "class than elsewhere. Score in brackets.\n\n" + md.table(["label", "n-grams"], body)
     )
     return _Section(markdown, {"ngrams": summary})
 
@@ -417,11 +421,11 @@ def _examples_section(stacked: pd.DataFrame, task: str, seed: int) -> _Section:
         columns = [SPLIT, *columns_for(task, stacked)]
         picked = _sample(stacked, EXAMPLE_ROWS, seed)
         intro = f"{len(picked)} rows"
-    body = [[_cell(row[c]) for c in columns] for _, row in picked.iterrows()]
+    body = [[md.cell(row[c], CELL_CHARS) for c in columns] for _, row in picked.iterrows()]
     markdown = (
         "## Examples\n\n"
         f"{intro}, drawn with seed {seed}; texts cut at {CELL_CHARS} characters.\n\n"
-        + _table(columns, body)
+        + md.table(columns, body)
     )
     return _Section(markdown, {"examples_shown": len(picked)})
 
@@ -439,23 +443,12 @@ def _sample_per_class(stacked: pd.DataFrame, seed: int) -> pd.DataFrame:
 # --- plots --------------------------------------------------------------------------
 
 
-def _figure(width: float = 7.0, height: float = 4.0):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    return path
-
-
 def _plot_labels(counts: pd.DataFrame, path: Path) -> Path:
     """Grouped bars: each label's share of each split's rows."""
     import numpy as np
 
     shares = counts / counts.sum().replace(0, 1) * 100
-    fig = _figure(min(16.0, max(6.0, 0.5 * len(shares) * len(shares.columns))), 4.5)
+    fig = md.figure(min(16.0, max(6.0, 0.5 * len(shares) * len(shares.columns))), 4.5)
     ax = fig.subplots()
     x = np.arange(len(shares))
     width = 0.8 / max(1, len(shares.columns))
@@ -469,7 +462,7 @@ def _plot_labels(counts: pd.DataFrame, path: Path) -> Path:
     crowded = len(shares) > 6
     ax.set_xticks(
         x,
-        [_short(str(label), 20) for label in shares.index],
+        [md.short(str(label), 20) for label in shares.index],
         rotation=30 if crowded else 0,
         ha="right" if crowded else "center",
     )
@@ -478,12 +471,12 @@ def _plot_labels(counts: pd.DataFrame, path: Path) -> Path:
     # Headroom so the one-row legend sits above the bars, not on them.
     ax.set_ylim(0, max(float(shares.to_numpy().max(initial=0)), 1.0) * 1.25)
     ax.legend(loc="upper center", ncols=len(shares.columns), frameon=False)
-    return _save(fig, path)
+    return md.save_figure(fig, path)
 
 
 def _plot_lengths(column, frame, splits, names, counter, path: Path) -> Path:
     """Side-by-side histograms of characters and tokens, stacked by split."""
-    fig = _figure(10.0, 3.8)
+    fig = md.figure(10.0, 3.8)
     axes = fig.subplots(1, 2)
     for ax, unit in zip(axes, ("characters", "tokens"), strict=True):
         groups = [frame.loc[splits == n, unit].dropna() for n in names]
@@ -491,15 +484,15 @@ def _plot_lengths(column, frame, splits, names, counter, path: Path) -> Path:
         if kept:
             ax.hist([g for _, g in kept], bins=30, stacked=True, label=[n for n, _ in kept])
             ax.legend()
-        ax.set_xlabel(unit if unit == "characters" else _short(counter.label, 48))
+        ax.set_xlabel(unit if unit == "characters" else md.short(counter.label, 48))
         ax.set_ylabel("rows")
     fig.suptitle(f"Length of '{column}'")
-    return _save(fig, path)
+    return md.save_figure(fig, path)
 
 
 def _plot_pairs(chosen: pd.Series, rejected: pd.Series, path: Path) -> Path:
     """Scatter of chosen vs rejected token length with the equal-length diagonal."""
-    fig = _figure(5.0, 5.0)
+    fig = md.figure(5.0, 5.0)
     ax = fig.subplots()
     ax.scatter(rejected, chosen, s=12, alpha=0.5)
     top = max([chosen.max(), rejected.max(), 1.0]) if len(chosen) else 1.0
@@ -508,49 +501,10 @@ def _plot_pairs(chosen: pd.Series, rejected: pd.Series, path: Path) -> Path:
     ax.set_ylabel("chosen (tokens)")
     ax.set_title("Chosen vs rejected length per pair")
     ax.legend()
-    return _save(fig, path)
+    return md.save_figure(fig, path)
 
 
 # --- formatting ---------------------------------------------------------------------
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table; cells must already be escaped."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _cell(value: object, width: int = CELL_CHARS) -> str:
-    """Text safe inside a table cell: cut to ``width``, HTML and pipes escaped, newlines <br>."""
-    if not isinstance(value, str):
-        return "–" if value is None or pd.isna(value) else _cell(str(value), width)
-    text = html.escape(_short(value, width), quote=False).replace("|", "\\|")
-    return re.sub(r"\r\n|\r|\n", "<br>", text)
-
-
-def _inline(value: str) -> str:
-    """Text safe on one Markdown line outside tables."""
-    return html.escape(" ".join(value.split()), quote=False)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
-def _link(target: str, directory: Path) -> str:
-    """URLs as given; local paths relative to the report so the link survives a move."""
-    parsed = urlparse(target)
-    if parsed.scheme in ("http", "https"):
-        return target
-    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(target)
-    if path.is_absolute():
-        path = Path(os.path.relpath(path, directory))
-    return quote(path.as_posix())
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "column"
 
 
 def _stats(values: pd.Series) -> dict:
@@ -559,10 +513,10 @@ def _stats(values: pd.Series) -> dict:
     if values.empty:
         return {"min": None, "median": None, "p95": None, "max": None}
     return {
-        "min": _number(values.min()),
-        "median": _number(values.median()),
-        "p95": _number(values.quantile(0.95)),
-        "max": _number(values.max()),
+        "min": _rounded(values.min()),
+        "median": _rounded(values.median()),
+        "p95": _rounded(values.quantile(0.95)),
+        "max": _rounded(values.max()),
     }
 
 
@@ -570,7 +524,7 @@ def _stat_cells(stats: dict) -> list[str]:
     return [_fmt(stats[k]) for k in ("min", "median", "p95", "max")]
 
 
-def _number(value) -> int | float | None:
+def _rounded(value) -> int | float | None:
     """A plain int when whole, else a float rounded to one decimal; None for NaN."""
     if value is None or pd.isna(value):
         return None
@@ -579,7 +533,7 @@ def _number(value) -> int | float | None:
 
 
 def _fmt(value) -> str:
-    return "–" if value is None else f"{value:,}"
+    return md.MISSING if value is None else f"{value:,}"
 
 
 def _ratio(part, whole) -> float:
@@ -587,4 +541,4 @@ def _ratio(part, whole) -> float:
 
 
 def _percent(part, whole) -> str:
-    return f"{float(part) / whole:.1%}" if whole else "–"
+    return f"{float(part) / whole:.1%}" if whole else md.MISSING

@@ -33,6 +33,8 @@ With DVC alone you restore the whole data/ directory as it was when a version wa
 
 * One file: its content is ``.dvc/cache/files/md5/<md5[:2]>/<md5[2:]>`` (``files`` in
   version.json maps each relpath to its md5); copy it into place.
+
+The `dvc` commands, the DVC config, cache and remote are handled in ``dvc``.
 """
 
 from __future__ import annotations
@@ -43,8 +45,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -52,17 +52,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from tunelab.data import dvc
 from tunelab.data.schema import SOURCE_ROW
 from tunelab.errors import VersioningError
 from tunelab.workspace import Workspace
 
-REMOTE_NAME = "tunelab"
 RECORD = "version.json"
 ID_LENGTH = 12
 SPLIT_ORDER = ("train", "validation", "test")
 SUFFIX = ".parquet"
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
 
 
@@ -127,9 +126,9 @@ def save_version(
         changed |= _write_if_changed(folder / filename, data)
     changed |= _remove_others(folder, set(wanted))
 
-    _ensure_dvc(workspace)
-    remote_url = _ensure_remote(workspace, remote)
-    dir_md5, files = _track(workspace, name, changed)
+    dvc.ensure_repo(workspace)
+    remote_url = dvc.ensure_remote(workspace, remote)
+    dir_md5, files = dvc.track(workspace, name, changed)
 
     expected = {f"{name}/{filename}" for filename in wanted}
     if set(files) != expected:
@@ -166,9 +165,7 @@ def candidate_version(name: str, splits: dict[str, pd.DataFrame]) -> str:
     can ask "has the data changed?" before it validates or trains anything.
     """
     files = {
-        f"{name}/{split}{SUFFIX}": hashlib.md5(
-            _parquet_bytes(frame, f"{name}/{split}"), usedforsecurity=False
-        ).hexdigest()
+        f"{name}/{split}{SUFFIX}": dvc.md5_bytes(_parquet_bytes(frame, f"{name}/{split}"))
         for split, frame in splits.items()
     }
     return version_id(files)
@@ -202,7 +199,7 @@ def current_version(name: str, workspace: Workspace) -> DataVersion | None:
     if not folder.is_dir():
         return None
     files = {
-        path.relative_to(workspace.data_dir).as_posix(): _md5_file(path)
+        path.relative_to(workspace.data_dir).as_posix(): dvc.md5_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
@@ -223,17 +220,17 @@ def checkout_version(name: str, version: str, workspace: Workspace) -> DataVersi
     """
     _check_name(name, "dataset name")
     record = _find_version(name, version, workspace)
-    _ensure_dvc(workspace)
-    remote_url = _ensure_remote(workspace, record.remote, keep_existing=True)
+    dvc.ensure_repo(workspace)
+    remote_url = dvc.ensure_remote(workspace, record.remote, keep_existing=True)
 
-    cache = _cache_dir(workspace)
+    cache = dvc.cache_dir(workspace)
     missing = {
-        rel: md5 for rel, md5 in record.files.items() if not _object_path(cache, md5).is_file()
+        rel: md5 for rel, md5 in record.files.items() if not dvc.object_path(cache, md5).is_file()
     }
     if missing:
-        _fetch_objects(workspace, missing)
+        dvc.fetch_objects(workspace, missing)
         still = sorted(
-            rel for rel, md5 in missing.items() if not _object_path(cache, md5).is_file()
+            rel for rel, md5 in missing.items() if not dvc.object_path(cache, md5).is_file()
         )
         if still:
             raise VersioningError(
@@ -247,15 +244,15 @@ def checkout_version(name: str, version: str, workspace: Workspace) -> DataVersi
     changed = False
     for rel, md5 in record.files.items():
         target = workspace.data_dir / rel
-        if target.is_file() and _md5_file(target) == md5:
+        if target.is_file() and dvc.md5_file(target) == md5:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        _replace_bytes(target, _object_path(cache, md5).read_bytes())
+        _replace_bytes(target, dvc.object_path(cache, md5).read_bytes())
         changed = True
     keep = {Path(rel).relative_to(name).as_posix() for rel in record.files}
     changed |= _remove_others(folder, keep)
 
-    _, files = _track(workspace, name, changed)
+    _, files = dvc.track(workspace, name, changed)
     if files != record.files:
         raise VersioningError(
             f"After restoring dataset '{name}' version {record.version}, DVC tracks {files} "
@@ -375,23 +372,6 @@ def _remove_others(folder: Path, keep: set[str]) -> bool:
     return removed
 
 
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _disk_files(workspace: Workspace) -> dict[str, str]:
-    """relpath -> md5 of every file under data/, as DVC 3 hashes them (plain md5)."""
-    return {
-        path.relative_to(workspace.data_dir).as_posix(): _md5_file(path)
-        for path in workspace.data_dir.rglob("*")
-        if path.is_file() and not {".git", ".dvc"} & set(path.relative_to(workspace.data_dir).parts)
-    }
-
-
 # --------------------------------------------------------------------------- records
 
 
@@ -463,250 +443,3 @@ def _find_version(name: str, version: str, workspace: Workspace) -> DataVersion:
         f"Version '{version}' of dataset '{name}' {what}. Known versions, oldest first: "
         f"{listing}. See them with `tunelab data show {name}`."
     )
-
-
-# --------------------------------------------------------------------------- DVC
-
-
-def _dvc(workspace: Workspace, *args: str, hint: str = "") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "dvc", *args]
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    shown = "dvc " + " ".join(args)
-    try:
-        done = subprocess.run(
-            command, cwd=workspace.root, env=env, capture_output=True, text=True, check=False
-        )
-    except OSError as exc:
-        raise VersioningError(f"Could not run `{shown}` in {workspace.root}: {exc}.") from exc
-    if done.returncode != 0:
-        # Not -q: DVC's quiet mode hides the ERROR line itself.
-        lines = [
-            line
-            for line in f"{done.stdout}\n{done.stderr}".splitlines()
-            if line.strip() and "Having any troubles?" not in line
-        ]
-        tail = "\n".join(lines[-8:]) or "(no output)"
-        raise VersioningError(
-            f"`{shown}` failed in {workspace.root} (exit {done.returncode}):\n{tail}\n"
-            f"{hint or 'Fix the cause above (`dvc doctor` shows the setup) and run again.'}"
-        )
-    return done
-
-
-def _git_top(root: Path) -> Path | None:
-    for folder in (root, *root.parents):
-        if (folder / ".git").exists():
-            return folder
-    return None
-
-
-def _ensure_dvc(workspace: Workspace) -> None:
-    """`dvc init` in the workspace: plain at a git top level, --subdir below one, else --no-scm."""
-    root = workspace.root
-    if (root / ".dvc").is_dir():
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    top = _git_top(root)
-    mode = [] if top == root else ["--subdir"] if top else ["--no-scm"]
-    _dvc(
-        workspace,
-        "init",
-        *mode,
-        hint=f"Initialise DVC yourself (`cd {root} && dvc init{' ' + mode[0] if mode else ''}`) "
-        f"or fix the cause above, then run again.",
-    )
-
-
-def _read_config(workspace: Workspace):
-    from configobj import ConfigObj  # DVC's own config parser (a dvc dependency)
-
-    merged: dict = {}
-    for name in ("config", "config.local"):
-        path = workspace.root / ".dvc" / name
-        if path.is_file():
-            for section, values in ConfigObj(str(path), list_values=False).items():
-                merged.setdefault(section, {}).update(values)
-    return merged
-
-
-def _remote_arg(workspace: Workspace, remote: str | None) -> str:
-    """The URL to give `dvc remote add` (run in the root): relative for folders in the root.
-
-    DVC stores a relative local path relative to .dvc/ (e.g. ../dvc-remote), so the
-    workspace can move; an absolute path is kept only when the user chose one outside.
-    """
-    chosen = str(remote) if remote is not None else str(workspace.default_dvc_remote)
-    if _SCHEME.match(chosen):
-        return chosen
-    path = Path(chosen).expanduser()
-    if not path.is_absolute():
-        return path.as_posix()
-    try:
-        return path.resolve().relative_to(workspace.root).as_posix() or "."
-    except ValueError:
-        return str(path)
-
-
-def _local_remote(workspace: Workspace, url: str) -> Path | None:
-    """The folder of a local remote as configured in .dvc/config; None for cloud URLs."""
-    if _SCHEME.match(url):
-        return Path(url[len("file://") :]) if url.startswith("file://") else None
-    path = Path(url).expanduser()
-    return path if path.is_absolute() else (workspace.root / ".dvc" / path).resolve()
-
-
-def _ensure_remote(workspace: Workspace, remote: str | None, keep_existing: bool = False) -> str:
-    """Make the remote the default one (named 'tunelab'); returns it as given to DVC.
-
-    With keep_existing, a default remote already configured wins (checkout must not
-    re-point a workspace).
-    """
-    config = _read_config(workspace)
-    default = config.get("core", {}).get("remote")
-    configured = config.get(f'remote "{default}"', {}).get("url") if default else None
-    if keep_existing and configured:
-        return _describe_remote(workspace, configured)
-    wanted = _remote_arg(workspace, remote)
-    if default == REMOTE_NAME and configured is not None:
-        here = _local_remote(workspace, configured)
-        there = None if _SCHEME.match(wanted) else (workspace.root / wanted).resolve()
-        if configured == wanted or (here is not None and here == there):
-            return wanted
-    _dvc(
-        workspace,
-        "remote",
-        "add",
-        "-d",
-        "--force",
-        REMOTE_NAME,
-        wanted,
-        hint=f"Check the remote {wanted!r} (data.remote in the config), then run again.",
-    )
-    return wanted
-
-
-def _describe_remote(workspace: Workspace, configured: str) -> str:
-    """A configured URL in the root's terms (relative folders are stored relative to .dvc/)."""
-    local = _local_remote(workspace, configured)
-    if local is None or Path(configured).is_absolute() or configured.startswith("file://"):
-        return configured
-    try:
-        return local.relative_to(workspace.root).as_posix()
-    except ValueError:
-        return str(local)
-
-
-def _cache_dir(workspace: Workspace) -> Path:
-    """DVC 3 keeps md5 objects under <cache>/files/md5; <cache> is .dvc/cache unless set."""
-    configured = _read_config(workspace).get("cache", {}).get("dir")
-    base = workspace.root / ".dvc" / "cache"
-    if configured:
-        base = (workspace.root / ".dvc" / Path(configured).expanduser()).resolve()
-    return base / "files" / "md5"
-
-
-def _object_path(objects: Path, md5: str) -> Path:
-    return objects / md5[:2] / md5[2:]
-
-
-def _tracked_dir_md5(workspace: Workspace) -> str | None:
-    import yaml
-
-    if not workspace.data_dvc.is_file():
-        return None
-    try:
-        outs = yaml.safe_load(workspace.data_dvc.read_text(encoding="utf-8")).get("outs") or []
-    except (OSError, yaml.YAMLError, AttributeError) as exc:
-        raise VersioningError(
-            f"{workspace.data_dvc} is unreadable ({exc}). Delete it and run again to re-track "
-            f"data/, or restore it from git."
-        ) from exc
-    for out in outs:
-        md5 = str(out.get("md5", ""))
-        if str(out.get("path", "")).rstrip("/") == "data" and md5.endswith(".dir"):
-            return md5
-    return None
-
-
-def _manifest(workspace: Workspace, dir_md5: str | None) -> dict[str, str] | None:
-    """relpath -> md5 from the .dir object DVC wrote for data/; None if not in the cache."""
-    if not dir_md5:
-        return None
-    path = _object_path(_cache_dir(workspace), dir_md5)
-    if not path.is_file():
-        return None
-    try:
-        return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise VersioningError(
-            f"DVC manifest {path} is unreadable ({exc}). Run `dvc add data` in "
-            f"{workspace.root} to rebuild it (or `dvc pull`), then run again."
-        ) from exc
-
-
-def _track(workspace: Workspace, name: str, changed: bool) -> tuple[str, dict[str, str]]:
-    """`dvc add data` unless data.dvc already describes data/, then make the remote complete.
-
-    Returns data.dvc's md5 and the relpath -> md5 of the dataset's files.
-    """
-    dir_md5 = _tracked_dir_md5(workspace)
-    manifest = None if changed else _manifest(workspace, dir_md5)
-    if manifest is None or manifest != _disk_files(workspace):
-        _dvc(
-            workspace,
-            "add",
-            "data",
-            hint="If data/ is tracked by git, untrack it (`git rm -r --cached data`); "
-            "otherwise fix the cause above and run again.",
-        )
-        dir_md5 = _tracked_dir_md5(workspace)
-        manifest = _manifest(workspace, dir_md5)
-        if manifest is None:
-            raise VersioningError(
-                f"`dvc add data` ran in {workspace.root} but data.dvc or its manifest in "
-                f"{_cache_dir(workspace)} is missing. Check .dvc/config (cache.dir) and rerun."
-            )
-    if not _remote_complete(workspace, dir_md5, manifest):
-        _dvc(
-            workspace,
-            "push",
-            "data.dvc",
-            hint="Check that the DVC remote (`dvc remote list`) exists and is writable, "
-            "then run again; the data is safe in the local cache meanwhile.",
-        )
-    prefix = f"{name}/"
-    return dir_md5, {rel: md5 for rel, md5 in sorted(manifest.items()) if rel.startswith(prefix)}
-
-
-def _remote_complete(workspace: Workspace, dir_md5: str, manifest: dict[str, str]) -> bool:
-    """True when a local default remote already holds every object (skips a ~1 s push)."""
-    config = _read_config(workspace)
-    default = config.get("core", {}).get("remote")
-    url = config.get(f'remote "{default}"', {}).get("url") if default else None
-    folder = _local_remote(workspace, url) if url else None
-    if folder is None:
-        return False
-    objects = folder / "files" / "md5"
-    return all(_object_path(objects, md5).is_file() for md5 in {dir_md5, *manifest.values()})
-
-
-def _fetch_objects(workspace: Workspace, wanted: dict[str, str]) -> None:
-    """Fetch single objects into the cache through a throwaway .dvc file naming them."""
-    import yaml
-
-    outs = [
-        {"md5": md5, "hash": "md5", "path": f".tunelab-fetch/{rel}"}
-        for rel, md5 in sorted(wanted.items())
-    ]
-    handle, tmp = tempfile.mkstemp(dir=workspace.root, prefix=".tunelab-fetch-", suffix=".dvc")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            yaml.safe_dump({"outs": outs}, out, sort_keys=False)
-        _dvc(
-            workspace,
-            "fetch",
-            Path(tmp).name,
-            hint="Check that the DVC remote (`dvc remote list`) is reachable, then run again.",
-        )
-    finally:
-        Path(tmp).unlink(missing_ok=True)

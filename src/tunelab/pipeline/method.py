@@ -1,46 +1,77 @@
-"""One model's way from config to registry: train -> evaluate -> track -> register -> gate.
+"""One method's way from config to registry: train -> evaluate -> track, register, gate.
 
-`tunelab train` runs all of it; pipelines call the steps one by one (each is a function
-of plain inputs, so an orchestrator can cache and retry them separately).
+Each step is a function of plain inputs, so an orchestrator can cache and retry them one
+by one (flows/milestone.py wraps each in a Prefect task); `run_method` sequences them
+for one method of a plan and fills its `MethodRecord`; `train_and_register` runs all of
+it in one go for `tunelab train`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from tunelab import registry, scorecard, tracking
+from tunelab import scorecard
 from tunelab.config import RunConfig
-from tunelab.gate import Decision
-from tunelab.scorecard import Scorecard
+from tunelab.errors import PipelineError
+from tunelab.lifecycle import evidence, packaging, registry, tracking
+from tunelab.pipeline.cache import StepKeys
+from tunelab.pipeline.plan import MethodSpec
+from tunelab.pipeline.records import (
+    Evaluated,
+    MethodRecord,
+    Outcome,
+    Registration,
+    Trained,
+)
 from tunelab.runs import TrainResult
+from tunelab.scorecard import Scorecard
 from tunelab.workspace import Workspace
 
+# ---------------------------------------------------------------- the steps
 
-@dataclass
-class Outcome:
-    result: TrainResult
-    card: Scorecard
-    tracked: tracking.TrackedRun | None = None
-    model_name: str | None = None
-    version: str | None = None
-    decision: Decision | None = None
-    aliases: dict[str, str] | None = None
-    # Why the run was not registered (baseline, evaluation failed, registering off).
-    not_registered: str | None = None
+
+def train_step(cfg: RunConfig, workdir: str, data_version: str) -> Trained:
+    """Train on the splits of the workspace's current (just validated) data version."""
+    from tunelab.data import versioning
+    from tunelab.train import train
+
+    started = time.perf_counter()
+    workspace = Workspace.resolve(workdir)
+    data = versioning.load_splits(cfg.data.name, workspace)
+    result = train(cfg, data, workspace, data_version=data_version)
+    return Trained(result.output_dir, time.perf_counter() - started)
 
 
 def evaluate(cfg: RunConfig, result: TrainResult, workspace: Workspace) -> Scorecard:
-    """The run's scorecard; the majority baseline comes from the training split's labels."""
+    """The run's scorecard (scoring, then what serving the model would cost); the
+    majority baseline comes from the training split's labels."""
+    card = scorecard.evaluate_run(result, cfg, workspace, _train_labels(result, workspace))
+    if card.ok:
+        packaging.measure_serving_costs(card, result)
+    return card
+
+
+def evaluate_step(cfg: RunConfig, run_dir: str, workdir: str) -> Evaluated:
+    started = time.perf_counter()
+    card = evaluate(cfg, TrainResult.load(run_dir), Workspace.resolve(workdir))
+    return Evaluated(card.status, card.error, time.perf_counter() - started)
+
+
+def _train_labels(result: TrainResult, workspace: Workspace) -> list[str] | None:
     from tunelab.data import versioning
 
-    train_labels = None
-    if result.task == "classification":
-        current = versioning.current_version(result.dataset, workspace)
-        if current is not None and current.version == result.data_version:
-            frame = versioning.load_splits(result.dataset, workspace).get("train")
-            if frame is not None and "label" in frame.columns:
-                train_labels = frame["label"].astype(str).tolist()
-    return scorecard.evaluate_run(result, cfg, workspace, train_labels)
+    if result.task != "classification":
+        return None
+    current = versioning.current_version(result.dataset, workspace)
+    if current is None or current.version != result.data_version:
+        return None
+    frame = versioning.load_splits(result.dataset, workspace).get("train")
+    if frame is None or "label" not in frame.columns:
+        return None
+    return frame["label"].astype(str).tolist()
 
 
 def track_and_register(
@@ -51,27 +82,46 @@ def track_and_register(
     target: tracking.Tracking,
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
-) -> Outcome:
+) -> Registration:
     """Log the run; register its model and run the gate when it has one."""
-    outcome = Outcome(result, card)
-    outcome.tracked = tracking.log_run(
-        cfg, result, card, workspace, target, parent_run_id, extra_tags
-    )
+    started = time.perf_counter()
+    tracked = tracking.log_run(cfg, result, card, workspace, target, parent_run_id, extra_tags)
+    done = Registration(tracked=tracked, not_registered=_why_not_registered(cfg, card, tracked))
+    if done.not_registered is None:
+        name = registry.model_name(cfg)
+        version = registry.register(target, cfg, result, card, tracked)
+        decision = evidence.judge(target, cfg, card, tracked)
+        change = registry.apply_decision(target, name, version, tracked.run_id, decision)
+        done.model_name, done.version = name, version
+        done.decision, done.aliases = decision, change.after
+    done.seconds = time.perf_counter() - started
+    return done
+
+
+def _why_not_registered(cfg: RunConfig, card: Scorecard, tracked) -> str | None:
     if not cfg.registry.auto_register:
-        outcome.not_registered = "registry.auto_register=false"
-    elif not card.ok:
-        outcome.not_registered = f"its evaluation failed: {card.error}"
-    elif not card.servable or outcome.tracked.model_uri is None:
-        outcome.not_registered = card.not_servable or "no model was logged"
-    if outcome.not_registered:
-        return outcome
-    name = registry.model_name(cfg)
-    version = registry.register(target, cfg, result, card, outcome.tracked)
-    decision = registry.judge(target, cfg, card, outcome.tracked)
-    change = registry.apply_decision(target, name, version, outcome.tracked.run_id, decision)
-    outcome.model_name, outcome.version = name, version
-    outcome.decision, outcome.aliases = decision, change.after
-    return outcome
+        return "registry.auto_register=false"
+    if not card.ok:
+        return f"its evaluation failed: {card.error}"
+    if not card.servable or tracked.model_uri is None:
+        return card.not_servable or "no model was logged"
+    return None
+
+
+def register_step(
+    cfg: RunConfig,
+    run_dir: str,
+    workdir: str,
+    tracking_uri: str,
+    parent_run_id: str | None,
+    extra_tags: dict[str, str],
+) -> Registration:
+    """Track the run in MLflow, register its model, run the gate."""
+    workspace = Workspace.resolve(workdir)
+    target = tracking.setup(workspace, tracking_uri)
+    result = TrainResult.load(run_dir)
+    card = Scorecard.load(run_dir)
+    return track_and_register(cfg, result, card, workspace, target, parent_run_id, extra_tags)
 
 
 def train_and_register(cfg: RunConfig, workspace: Workspace) -> Outcome:
@@ -80,11 +130,11 @@ def train_and_register(cfg: RunConfig, workspace: Workspace) -> Outcome:
     target = tracking.setup(workspace, cfg.registry.tracking_uri)
     result = train_from_config(cfg, workspace)
     card = evaluate(cfg, result, workspace)
-    return track_and_register(cfg, result, card, workspace, target)
+    return Outcome(result, card, track_and_register(cfg, result, card, workspace, target))
 
 
 def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:
-    """The whole `tunelab train`: prepare the data (the validation gate), then train.
+    """Prepare the data (the validation gate), then train.
 
     Preparing unchanged data is cheap and rewrites nothing; it guarantees the splits
     trained on are the validated ones the config describes.
@@ -98,3 +148,111 @@ def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> Tra
     prepared = prepare_dataset(cfg, workspace)
     data = versioning.load_splits(cfg.data.name, workspace)
     return train(cfg, data, workspace, data_version=prepared.version.version)
+
+
+# ---------------------------------------------------------------- one method of a plan
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What every method of one pipeline run shares (plain values: it crosses processes)."""
+
+    workdir: str
+    tracking_uri: str
+    code: str  # tunelab.pipeline.cache.code_version()
+    data_versions: dict[str, str]  # dataset -> data version
+    parents: dict[str, str | None]  # dataset -> MLflow parent run id
+    tags: dict[str, str]  # lineage tags for every run (pipeline, Prefect flow run)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A step for the orchestrator to run: its name, its cache key and its arguments."""
+
+    step: str  # one of STEPS
+    label: str  # "dataset/method", for the task run's name
+    key: str
+    args: tuple
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the orchestrator reports back: the step's value (or the exception it raised)
+    and whether it came from the cache."""
+
+    value: Any
+    failed: bool
+    reused: bool
+
+
+StepRunner = Callable[[StepCall], StepOutcome]
+
+
+def run_method(
+    spec: MethodSpec,
+    context: MethodContext,
+    run_step: StepRunner,
+    finished: list[MethodRecord] = (),
+) -> MethodRecord:
+    """One method through its three steps; a failure is recorded, never raised, so the
+    other methods go on. ``finished`` holds the records a DPO init_from may start from."""
+    record = MethodRecord(spec.dataset, spec.name, required=spec.required)
+    try:
+        cfg = spec.config_for(init_source(spec, finished))
+    except PipelineError as exc:
+        return record.fail("train", str(exc))
+    version = context.data_versions[spec.dataset]
+    keys = StepKeys.of(cfg, version, context.code, context.tracking_uri)
+    root = context.workdir
+    trained = _run(
+        record, run_step, StepCall("train", spec.label, keys.train, (cfg, root, version))
+    )
+    if trained is None:
+        return record
+    record.run_dir = trained.run_dir
+    evaluate_call = StepCall("evaluate", spec.label, keys.evaluate, (cfg, record.run_dir, root))
+    evaluated = _run(record, run_step, evaluate_call)
+    if evaluated is None:
+        return record
+    if evaluated.status != "ok":
+        return record.fail("evaluate", evaluated.error or "the run could not be scored")
+    register = StepCall(
+        "register",
+        spec.label,
+        keys.register,
+        (
+            cfg,
+            record.run_dir,
+            root,
+            context.tracking_uri,
+            context.parents.get(spec.dataset),
+            context.tags,
+        ),
+    )
+    record.registration = _run(record, run_step, register)
+    return record
+
+
+def _run(record: MethodRecord, run_step: StepRunner, call: StepCall):
+    """Run one step and note it in the record; None when it failed."""
+    outcome = run_step(call)
+    if outcome.failed:
+        record.fail(call.step, outcome.value)
+        return None
+    if outcome.reused:
+        record.reused.append(call.step)
+    record.seconds[call.step] = 0.0 if outcome.reused else float(outcome.value.seconds)
+    return outcome.value
+
+
+def init_source(spec: MethodSpec, finished: list[MethodRecord]) -> str | None:
+    """The run folder a DPO method starts from (its init_from method's), if any."""
+    if not spec.init_from:
+        return None
+    source = next((r for r in finished if r.label == spec.init_from), None)
+    if source is None or not source.ok or not source.run_dir:
+        raise PipelineError(
+            f"{spec.label} starts from {spec.init_from}, which did not finish"
+            + (f" ({source.error})" if source and source.error else "")
+        )
+    return source.run_dir

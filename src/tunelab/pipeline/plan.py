@@ -14,15 +14,12 @@ datasets:
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors to reuse.
 ``init_from: DATASET/METHOD`` starts a DPO policy from that method's run output (an SFT
 or LoRA run listed earlier). ``required: false`` lets the pipeline end Completed when
-that method fails. Also here: the cache keys of the pipeline's steps (data version,
-config section, code version), so an unchanged step is never recomputed.
+that method fails. Each method's run config is parsed once, here, and travels with it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ class MethodSpec:
     dataset: str
     name: str
     config_path: Path
+    cfg: RunConfig  # the run config with the plan's overrides applied, parsed once
     overrides: tuple[str, ...] = ()
     required: bool = True
     init_from: str | None = None  # "dataset/method"
@@ -47,8 +45,12 @@ class MethodSpec:
     def label(self) -> str:
         return f"{self.dataset}/{self.name}"
 
-    def load(self, extra: list[str] | None = None) -> RunConfig:
-        return config_mod.load(self.config_path, [*self.overrides, *(extra or [])])
+    def config_for(self, init_dir: str | None) -> RunConfig:
+        """The run config; a DPO method starts from ``init_dir`` (its init_from's run)."""
+        if init_dir is None:
+            return self.cfg
+        dpo = self.cfg.train.dpo.model_copy(update={"init_from": init_dir})
+        return self.cfg.model_copy(update={"train": self.cfg.train.model_copy(update={"dpo": dpo})})
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,21 @@ class Plan:
     def methods(self) -> list[MethodSpec]:
         return [m for d in self.datasets for m in d.methods]
 
+    def independent(self) -> list[MethodSpec]:
+        """Methods that start from a model: they may all run at once."""
+        return [m for m in self.methods() if not m.init_from]
+
+    def dependent(self) -> list[MethodSpec]:
+        """Methods that start from another method's run (DPO's init_from): they wait."""
+        return [m for m in self.methods() if m.init_from]
+
     def data_configs(self) -> list[RunConfig]:
         """One config per dataset (its first method's) for the data preparation step."""
-        return [d.methods[0].load() for d in self.datasets]
+        return [d.methods[0].cfg for d in self.datasets]
+
+    def subset(self, names: list[str]) -> Plan:
+        """The plan restricted to the named datasets (in plan order)."""
+        return replace(self, datasets=[d for d in self.datasets if d.name in names])
 
     def find(self, label: str) -> MethodSpec:
         for method in self.methods():
@@ -128,12 +142,19 @@ def _methods(path: Path, dataset: str, raw: Any) -> list[MethodSpec]:
         overrides = entry.get("set") or []
         if not isinstance(overrides, list):
             raise ConfigError(f"{where}.set must be a list of section.key=value strings.")
+        config_path = (path.parent / entry["config"]).resolve()
+        overrides = tuple(str(o) for o in overrides)
+        try:
+            cfg = config_mod.load(config_path, list(overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: method {dataset}/{name}: {exc}") from None
         specs.append(
             MethodSpec(
                 dataset=dataset,
                 name=str(name),
-                config_path=(path.parent / entry["config"]).resolve(),
-                overrides=tuple(str(o) for o in overrides),
+                config_path=config_path,
+                cfg=cfg,
+                overrides=overrides,
                 required=bool(entry.get("required", True)),
                 init_from=entry.get("init_from"),
             )
@@ -145,10 +166,7 @@ def _check(plan: Plan) -> None:
     """Every config loads and trains the dataset it is listed under; init_from is earlier."""
     seen: set[str] = set()
     for method in plan.methods():
-        try:
-            cfg = method.load()
-        except ConfigError as exc:
-            raise ConfigError(f"{plan.path}: method {method.label}: {exc}") from None
+        cfg = method.cfg
         if cfg.data.name != method.dataset:
             raise ConfigError(
                 f"{plan.path}: method {method.label} uses {method.config_path.name}, which "
@@ -169,43 +187,11 @@ def _check(plan: Plan) -> None:
                 )
         seen.add(method.label)
     for dataset in plan.datasets:
-        first = dataset.methods[0].load().data
+        first = dataset.methods[0].cfg.data
         for method in dataset.methods[1:]:
-            if method.load().data != first:
+            if method.cfg.data != first:
                 raise ConfigError(
                     f"{plan.path}: the methods of dataset '{dataset.name}' describe its data "
                     f"differently ({dataset.methods[0].label} vs {method.label}): every "
                     "method of a dataset must train on the same prepared data."
                 )
-
-
-# ---------------------------------------------------------------- cache keys
-
-
-def code_version() -> str:
-    """Hash of the tunelab sources that run: editing the code invalidates cached steps."""
-    root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for file in sorted(root.rglob("*.py")):
-        digest.update(file.relative_to(root).as_posix().encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def step_key(step: str, *parts: Any) -> str:
-    """A cache key: the step name and a hash of what the step's output depends on."""
-    payload = json.dumps(parts, sort_keys=True, default=str)
-    return f"{step}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
-
-
-def train_key(cfg: RunConfig, data_version: str, code: str) -> str:
-    sections = {s: cfg.model_dump(mode="json")[s] for s in ("data", "model", "train")}
-    return step_key("train", sections, data_version, code)
-
-
-def evaluate_key(train: str, cfg: RunConfig) -> str:
-    return step_key("evaluate", train, cfg.model_dump(mode="json")["eval"])
-
-
-def register_key(evaluate: str, cfg: RunConfig, tracking_uri: str) -> str:
-    return step_key("register", evaluate, cfg.model_dump(mode="json")["registry"], tracking_uri)

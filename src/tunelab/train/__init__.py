@@ -1,6 +1,7 @@
 """Training methods, one module each, behind one entry point: ``train(cfg, data)``.
 
-- baseline: majority class, TF-IDF + logistic regression, zero/few-shot prompting
+- baseline: majority class, TF-IDF + logistic regression (baseline.py), zero/few-shot
+  prompting (prompting.py, through the LM engine in engine.py)
 - full: full fine-tuning with the transformers Trainer (finetune.py)
 - lora, prefix, prompt, ia3: PEFT adapters, with a verified merged model (adapters.py)
 - dpo: preference optimisation with trl (preference.py)
@@ -76,7 +77,9 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     method = cfg.train.method
-    if method == "baseline":
+    if method == "baseline" and cfg.train.baseline.kind == "prompt":
+        from tunelab.train import prompting as module
+    elif method == "baseline":
         from tunelab.train import baseline as module
     elif method == "full":
         from tunelab.train import finetune as module

@@ -1,8 +1,8 @@
 """Parameter-efficient fine-tuning with peft: methods lora, prefix, prompt and ia3.
 
-The same pipeline as full fine-tuning (finetune.py: data, Trainer, resume, evaluation)
-with the model wrapped by peft, so only the adapter (and, for classification, the new
-head) is trained. Afterwards:
+The same pipeline as full fine-tuning (features.py and finetune.py: data, Trainer, resume,
+evaluation) with the model wrapped by peft, so only the adapter (and, for classification,
+the new head) is trained. Afterwards:
 
 - the adapter is saved to ``adapter/`` (peft format, loads onto the base model);
 - for lora and ia3 (with train.adapter.merge), the adapter is merged into the base
@@ -27,7 +27,7 @@ import pandas as pd
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult
-from tunelab.train import common, finetune
+from tunelab.train import common, features, finetune
 
 METHODS = ("lora", "prefix", "prompt", "ia3")
 MERGEABLE = ("lora", "ia3")
@@ -58,7 +58,7 @@ def train(
     device = common.pick_device(cfg)
     notes: list[str] = []
     with common.ResourceMeter() as meter:
-        job = finetune.prepare(cfg, data)
+        job = features.prepare(cfg, data)
         if method == "prompt" and job.kind == "classification" and job.family == "decoder":
             # Prompt tuning feeds embeddings, not ids, so the head cannot find the last real
             # token through the pad id: pad on the left, the last position is always real.
@@ -96,7 +96,7 @@ def train(
 # ---------------------------------------------------------------- the peft wrapper
 
 
-def wrap(job: finetune.Job, model):
+def wrap(job: features.Job, model):
     """The model wrapped by peft for the run's method, only the adapter (and head) trainable."""
     from peft import get_peft_model
 
@@ -111,7 +111,7 @@ def wrap(job: finetune.Job, model):
         ) from None
 
 
-def adapter_config(job: finetune.Job, model):
+def adapter_config(job: features.Job, model):
     """The peft config for cfg.train.method, with per-architecture default target modules."""
     from peft import (
         IA3Config,
@@ -211,25 +211,22 @@ def ia3_targets(configured: list[str] | None, model) -> tuple[list[str], list[st
 
 def linear_module_names(model) -> list[str]:
     """Distinct last names of the model's linear (and GPT-2 Conv1D) layers."""
-    import torch
-
     names: list[str] = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
-            last = name.rsplit(".", 1)[-1]
-            if last not in names:
-                names.append(last)
+    for name, _ in common.linear_layers(model):
+        last = name.rsplit(".", 1)[-1]
+        if last not in names:
+            names.append(last)
     return names
 
 
 # ---------------------------------------------------------------- merging
 
 
-def held_out_batch(job: finetune.Job) -> dict:
+def held_out_batch(job: features.Job) -> dict:
     """The first rows of the test split (else validation, else train), collated."""
     split = next(s for s in ("test", "validation", "train") if job.has(s))
     rows = job.features[split][:VERIFY_ROWS]
-    return finetune.collator(job)(rows)
+    return features.collator(job)(rows)
 
 
 def logits_of(model, batch: dict):
@@ -281,7 +278,7 @@ def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEA
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def merge_and_verify(job: finetune.Job, model, folder: Path) -> dict[str, Any]:
+def merge_and_verify(job: features.Job, model, folder: Path) -> dict[str, Any]:
     """Merge the adapter into the base weights, save, reload and compare logits.
 
     The reloaded merged model must give the unmerged model's logits within

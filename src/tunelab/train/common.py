@@ -1,26 +1,29 @@
-"""What every training method shares: the result record, devices, seeds, run folders,
-resource measurement, Trainer arguments, resume, divergence and out-of-memory handling.
+"""What every training method shares: the result record and its predictions file, devices,
+seeds, chat prompts and linear layers, resource measurement, Trainer arguments, resume,
+divergence and out-of-memory handling.
 
 torch and transformers are imported inside functions: the CLI imports this package.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
-from tunelab.runs import TrainResult
+from tunelab.runs import PREDICTIONS_FILE, TrainResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn")
 
@@ -76,6 +79,73 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+# ---------------------------------------------------------------- the result and its files
+
+
+def new_result(
+    cfg: RunConfig,
+    output_dir: Path,
+    data_version: str | None,
+    method: str | None = None,
+    model: str | None = None,
+    **fields: Any,
+) -> TrainResult:
+    """A TrainResult for this run: the configured method and model unless named."""
+    return TrainResult(
+        method=method or cfg.train.method,
+        model=model or cfg.model.name,
+        dataset=cfg.data.name,
+        task=cfg.data.task,
+        output_dir=str(output_dir),
+        data_version=data_version,
+        **fields,
+    )
+
+
+def save_predictions(
+    table: pd.DataFrame,
+    output_dir: Path,
+    result: TrainResult | None = None,
+    source: pd.DataFrame | None = None,
+) -> None:
+    """Write the test predictions table (``predictions.parquet``), named in ``result``'s
+    artifacts when given. The ``source`` split's source_row, when it has one, goes first:
+    paired comparisons between runs join on it."""
+    if source is not None and "source_row" in source.columns:
+        table.insert(0, "source_row", source["source_row"].to_numpy())
+    table.to_parquet(Path(output_dir) / PREDICTIONS_FILE, index=False)
+    if result is not None:
+        result.artifacts["predictions"] = PREDICTIONS_FILE
+
+
+# ---------------------------------------------------------------- models and tokenizers
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, str]] | str) -> str:
+    """The chat-template text of a conversation (or of one user message), ending where
+    the assistant's answer starts."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def linear_layers(model) -> list[tuple[str, Any]]:
+    """(name, module) of every linear layer: torch Linear and GPT-2's Conv1D (stored
+    transposed), in module order."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    ]
 
 
 # ---------------------------------------------------------------- measuring

@@ -1,16 +1,12 @@
 """Full fine-tuning (train.method=full) with the transformers Trainer.
 
-The task and the model family pick one of three kinds of job:
-
-- ``classification``: a sequence-classification head on an encoder or a decoder;
-- ``causal``: generation with a decoder, supervised fine-tuning with the loss on the
-  response tokens only (the chat template frames prompt and response when the
-  tokenizer has one, else ``prompt + "\\n" + response + eos``);
-- ``seq2seq``: generation with an encoder-decoder, prompt in, response as labels.
+The splits become a :class:`features.Job` (classification, causal or seq2seq: see
+features.py); the model gets the job's head, trains, and is evaluated on validation and
+test, generation tasks with greedy answers from the LM engine (ROUGE).
 
 adapters.py runs the same pipeline with the model wrapped by peft, so the steps are
-public here: :func:`prepare`, :func:`load_model`, :func:`fit`, :func:`evaluate`,
-:func:`new_result`.
+public here: :func:`load_model`, :func:`fit`, :func:`evaluate`, :func:`new_result`
+(and :func:`features.prepare`).
 
 torch and transformers are imported inside functions: the CLI imports this package.
 """
@@ -18,54 +14,24 @@ torch and transformers are imported inside functions: the CLI imports this packa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tunelab import models
 from tunelab.config import RunConfig
-from tunelab.errors import ModelError, TrainingError
-from tunelab.evaluate import classification_metrics, rouge_scores
-from tunelab.runs import PREDICTIONS_FILE, TrainResult
+from tunelab.errors import TrainingError
+from tunelab.evaluate import classification_metrics, per_example_rouge, perplexity, rouge_scores
+from tunelab.runs import TrainResult
 from tunelab.train import common
+from tunelab.train.engine import Engine
+from tunelab.train.features import Job, collator, prepare
 
-SPLITS = ("train", "validation", "test")
-IGNORE_INDEX = -100
 # Greedy generation for ROUGE runs on at most this many test prompts (generation is slow).
 MAX_GENERATED = 32
 MAX_NEW_TOKENS = 64
 MODEL_DIR = "model"
-
-
-@dataclass
-class Job:
-    """Everything a run needs before a model is loaded: tokenizer, features per split."""
-
-    cfg: RunConfig
-    kind: str  # "classification" | "causal" | "seq2seq"
-    resolved: models.ResolvedModel
-    tokenizer: Any
-    frames: dict[str, pd.DataFrame]
-    # split -> model inputs, one dict per row (lists of ints; "labels" included).
-    features: dict[str, list[dict]]
-    labels: list[str] | None = None
-    # split -> prompt token ids (generation), what greedy decoding starts from.
-    prompts: dict[str, list[list[int]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    uses_chat_template: bool = False
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.labels or [])}
-
-    @property
-    def family(self) -> str:
-        return self.resolved.family
-
-    def has(self, split: str) -> bool:
-        return bool(self.features.get(split))
 
 
 # ---------------------------------------------------------------- entry point
@@ -87,232 +53,6 @@ def train(
     result.trainable_params, result.total_params = trainable, total
     result.artifacts["model"] = MODEL_DIR
     return common.finish(result, meter, device)
-
-
-# ---------------------------------------------------------------- preparing the data
-
-
-def job_kind(cfg: RunConfig, resolved: models.ResolvedModel) -> str:
-    """classification / causal / seq2seq, or a TrainingError saying what would work."""
-    task, family, name = cfg.data.task, resolved.family, cfg.model.name
-    if task == "classification":
-        if family == "seq2seq":
-            raise TrainingError(
-                f"model.name={name} is a seq2seq (encoder-decoder) model; classification "
-                f"with train.method={cfg.train.method} needs an encoder (e.g. minilm-l6, "
-                "tiny-bert) or a decoder (e.g. smollm2-135m-instruct, tiny-gpt2)."
-            )
-        return "classification"
-    if task == "generation":
-        if family == "encoder":
-            raise TrainingError(
-                f"model.name={name} is an encoder: it cannot generate text. Generation with "
-                f"train.method={cfg.train.method} needs a decoder (e.g. smollm2-135m-instruct, "
-                "tiny-llama, tiny-gpt2) or a seq2seq model (e.g. tiny-t5)."
-            )
-        return "causal" if family == "decoder" else "seq2seq"
-    raise TrainingError(
-        f"train.method={cfg.train.method} cannot train {task} data; use train.method=dpo."
-    )
-
-
-def prepare(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> Job:
-    """Resolve the model and tokenizer and turn each split into model inputs."""
-    try:
-        resolved = models.resolve(cfg.model.name, cfg.model.revision)
-    except ModelError as exc:
-        raise TrainingError(str(exc)) from None
-    tokenizer = models.load_tokenizer(resolved, trust_remote_code=cfg.model.trust_remote_code)
-    kind = job_kind(cfg, resolved)
-    frames = {
-        split: data[split].reset_index(drop=True)
-        for split in SPLITS
-        if split in data and data[split] is not None and not data[split].empty
-    }
-    job = Job(cfg, kind, resolved, tokenizer, frames, features={})
-    _require_columns(job)
-    if kind == "classification":
-        job.labels = resolve_labels(cfg, frames)
-        for split, frame in frames.items():
-            job.features[split] = classification_features(job, frame)
-    elif kind == "causal":
-        job.uses_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        for split, frame in frames.items():
-            job.features[split], job.prompts[split] = causal_features(job, frame, split)
-    else:
-        for split, frame in frames.items():
-            job.features[split], job.prompts[split] = seq2seq_features(job, frame, split)
-    return job
-
-
-def _require_columns(job: Job) -> None:
-    needed = ("text", "label") if job.kind == "classification" else ("prompt", "response")
-    for split, frame in job.frames.items():
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise TrainingError(
-                f"The {split} split of '{job.cfg.data.name}' lacks column(s) {missing} needed "
-                f"for {job.cfg.data.task} (columns: {list(frame.columns)}). Check data.task "
-                "and data.columns."
-            )
-
-
-def resolve_labels(cfg: RunConfig, frames: dict[str, pd.DataFrame]) -> list[str]:
-    """The declared label set (cfg.data.labels) or the sorted labels of train; every split
-    must stay inside it."""
-    found = sorted({str(v) for v in frames["train"]["label"]})
-    labels = [str(label) for label in cfg.data.labels] if cfg.data.labels else found
-    if len(labels) < 2:
-        raise TrainingError(
-            f"Classification needs at least 2 labels, '{cfg.data.name}' has {labels}. "
-            "Declare data.labels or add rows of the other classes."
-        )
-    for split, frame in frames.items():
-        unknown = sorted({str(v) for v in frame["label"]} - set(labels))
-        if unknown:
-            raise TrainingError(
-                f"The {split} split has label(s) {unknown} outside data.labels={labels}. "
-                "Add them to data.labels or fix the data."
-            )
-    return labels
-
-
-def _pairs(frame: pd.DataFrame) -> list[str] | None:
-    if "text_pair" not in frame.columns or frame["text_pair"].isna().all():
-        return None
-    return [str(v) if isinstance(v, str) else "" for v in frame["text_pair"]]
-
-
-def classification_features(job: Job, frame: pd.DataFrame) -> list[dict]:
-    """Token ids (truncated to model.max_length) and the label id of each row.
-
-    Encoders encode text_pair as a second segment; decoders read ``text + "\\n" + text_pair``.
-    """
-    tokenizer, max_length = job.tokenizer, job.cfg.model.max_length
-    texts = [str(t) for t in frame["text"]]
-    pairs = _pairs(frame)
-    if pairs is not None and job.family == "decoder":
-        texts = [f"{t}\n{p}" if p else t for t, p in zip(texts, pairs, strict=True)]
-        pairs = None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    label2id = job.label2id
-    rows = []
-    for i, label in enumerate(frame["label"]):
-        row = {key: encoded[key][i] for key in encoded}
-        row["labels"] = label2id[str(label)]
-        rows.append(row)
-    return rows
-
-
-def render_chat(tokenizer, prompt: str, response: str) -> tuple[str, str]:
-    """(prompt text, response text) in the chat template: user=prompt, assistant=response.
-
-    The prompt text ends where the assistant's turn starts (the generation prompt), so
-    training sees exactly what generation will be fed.
-    """
-    user = [{"role": "user", "content": prompt}]
-    head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": response}], tokenize=False
-    )
-    if not full.startswith(head):
-        raise TrainingError(
-            "The chat template of this tokenizer renders the user turn differently with and "
-            "without the assistant's answer, so the response tokens cannot be told apart from "
-            "the prompt. Use a model whose template appends the assistant turn."
-        )
-    return head, full[len(head) :]
-
-
-def causal_features(
-    job: Job, frame: pd.DataFrame, split: str
-) -> tuple[list[dict], list[list[int]]]:
-    """input_ids = prompt + response (+ eos); labels = -100 on the prompt, the response ids.
-
-    Prompts that leave no room for a response within model.max_length are an error.
-    """
-    tokenizer, max_length = job.tokenizer, job.cfg.model.max_length
-    prompts = [str(p) for p in frame["prompt"]]
-    responses = [str(r) for r in frame["response"]]
-    if job.uses_chat_template:
-        rendered = [render_chat(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-        heads = [h for h, _ in rendered]
-        tails = [t for _, t in rendered]
-    else:
-        heads = [f"{p}\n" for p in prompts]
-        tails = responses
-    common.check_prompt_lengths(tokenizer, heads, max_length, where=split)
-    # A chat template writes its own special tokens; plain text gets the tokenizer's (bos).
-    head_ids = tokenizer(heads, add_special_tokens=not job.uses_chat_template)["input_ids"]
-    tail_ids = tokenizer(tails, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    rows = []
-    for head, tail in zip(head_ids, tail_ids, strict=True):
-        if not job.uses_chat_template and eos is not None:
-            tail = [*tail, eos]
-        ids = (head + tail)[:max_length]
-        labels = ([IGNORE_INDEX] * len(head) + tail)[:max_length]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
-    return rows, [list(h) for h in head_ids]
-
-
-def seq2seq_features(
-    job: Job, frame: pd.DataFrame, split: str
-) -> tuple[list[dict], list[list[int]]]:
-    """Encoder input = the prompt, labels = the response, each cut at model.max_length."""
-    tokenizer, max_length = job.tokenizer, job.cfg.model.max_length
-    prompts = [str(p) for p in frame["prompt"]]
-    full = tokenizer(prompts)["input_ids"]
-    cut = sum(len(ids) > max_length for ids in full)
-    if cut:
-        job.notes.append(
-            f"{cut} of {len(prompts)} {split} prompts were cut to model.max_length={max_length} "
-            "tokens (the encoder input)."
-        )
-    inputs = tokenizer(prompts, truncation=True, max_length=max_length)
-    targets = tokenizer(
-        text_target=[str(r) for r in frame["response"]], truncation=True, max_length=max_length
-    )
-    rows = [
-        {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        for ids, mask, labels in zip(
-            inputs["input_ids"], inputs["attention_mask"], targets["input_ids"], strict=True
-        )
-    ]
-    return rows, [list(ids) for ids in inputs["input_ids"]]
-
-
-class CausalCollator:
-    """Pads input_ids (pad id), attention_mask (0) and labels (-100) to the longest row."""
-
-    def __init__(self, pad_token_id: int, padding_side: str = "right"):
-        self.pad_token_id = pad_token_id
-        self.padding_side = padding_side
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        longest = max(len(r["input_ids"]) for r in rows)
-        batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-        for row in rows:
-            gap = longest - len(row["input_ids"])
-            for key, value in fill.items():
-                pad = [value] * gap
-                seq = list(row[key])
-                batch[key].append(pad + seq if self.padding_side == "left" else seq + pad)
-        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
-
-
-def collator(job: Job):
-    """The batch builder for the job's kind (dynamic padding to the longest row)."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
-
-    if job.kind == "classification":
-        return DataCollatorWithPadding(job.tokenizer)
-    if job.kind == "causal":
-        return CausalCollator(job.tokenizer.pad_token_id)
-    return DataCollatorForSeq2Seq(job.tokenizer, label_pad_token_id=IGNORE_INDEX)
 
 
 # ---------------------------------------------------------------- the model
@@ -431,13 +171,10 @@ def new_result(
     fitted: Fitted,
     metrics: dict[str, float],
 ) -> TrainResult:
-    result = TrainResult(
-        method=cfg.train.method,
-        model=cfg.model.name,
-        dataset=cfg.data.name,
-        task=cfg.data.task,
-        output_dir=str(output_dir),
-        data_version=data_version,
+    result = common.new_result(
+        cfg,
+        output_dir,
+        data_version,
         history=common.history_from(fitted.trainer.state.log_history),
         metrics=metrics,
         tokens_per_second=fitted.tokens_per_second,
@@ -468,7 +205,7 @@ def evaluate(job: Job, trainer, output_dir: Path, model=None) -> dict[str, float
     else:
         metrics, frame = evaluate_generation(job, trainer, model)
     if frame is not None:
-        frame.to_parquet(output_dir / PREDICTIONS_FILE, index=False)
+        common.save_predictions(frame, output_dir)
     return metrics
 
 
@@ -522,7 +259,7 @@ def evaluate_generation(job: Job, trainer, model) -> tuple[dict[str, float], pd.
         out = trainer.evaluate(job.features[split], metric_key_prefix=split)
         loss = float(out[f"{split}_loss"])
         metrics[f"{split}_loss"] = loss
-        metrics[f"{split}_perplexity"] = math.exp(loss) if loss < 700 else math.inf
+        metrics[f"{split}_perplexity"] = perplexity(loss)
     if not job.has("test"):
         return metrics, None
     count = min(MAX_GENERATED, len(job.prompts["test"]))
@@ -532,9 +269,7 @@ def evaluate_generation(job: Job, trainer, model) -> tuple[dict[str, float], pd.
     for name, value in rouge_scores(predictions, references).items():
         metrics[f"test_{name}"] = value
     metrics["test_generated"] = float(count)
-    per_row = [
-        rouge_scores([p], [r])["rougeL"] for p, r in zip(predictions, references, strict=True)
-    ]
+    per_row = per_example_rouge(predictions, references, "rougeL")
     frame = pd.DataFrame(
         {
             "prompt": source["prompt"].astype(str).tolist(),
@@ -546,45 +281,15 @@ def evaluate_generation(job: Job, trainer, model) -> tuple[dict[str, float], pd.
     return metrics, frame
 
 
-def generate(job: Job, model, prompts: list[list[int]], max_new_tokens: int):
-    """Greedy answers to tokenized prompts, batched (left-padded for decoders)."""
-    import torch
-
-    tokenizer = job.tokenizer
-    pad = tokenizer.pad_token_id
-    side = "left" if job.kind == "causal" else "right"
-    batcher = CausalCollator(pad, padding_side=side)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    answers: list[str] = []
-    size = job.cfg.train.batch_size
-    try:
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start : start + size]
-            batch = batcher(
-                [{"input_ids": p, "attention_mask": [1] * len(p), "labels": p} for p in chunk]
-            )
-            input_ids = batch["input_ids"].to(device)
-            attention_mask = batch["attention_mask"].to(device)
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    pad_token_id=pad,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            width = input_ids.shape[1]
-            if (
-                job.kind == "causal"
-                and out.shape[1] >= width
-                and torch.equal(out[:, :width], input_ids)
-            ):
-                out = out[:, width:]
-            answers.extend(t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
-    return answers
+def generate(job: Job, model, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    """Greedy answers to tokenized prompts through the LM engine, in batches of
+    train.batch_size taken in order."""
+    lm = Engine.for_model(
+        model,
+        job.tokenizer,
+        "decoder" if job.kind == "causal" else "seq2seq",
+        batch_size=job.cfg.train.batch_size,
+    )
+    return lm.generate(
+        prompts, max_new_tokens, eos_token_id=job.tokenizer.eos_token_id, longest_first=False
+    )

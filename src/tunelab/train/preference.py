@@ -9,9 +9,10 @@ The policy starts from ``model.name`` or from ``train.dpo.init_from`` (an earlie
 Prompts go through the tokenizer's chat template when it has one (trl's conversational format);
 otherwise prompt and response are plain text separated by a newline.
 
-Before and after training the held-out test split is scored with our own code (not trl's):
-sequence log-probabilities of chosen and rejected responses under the policy and the
-reference, and the implicit DPO reward ``r = beta * (logp_policy - logp_ref)``.
+Before and after training the held-out test split is scored with our own code (not trl's,
+the shared LM engine): sequence log-probabilities of chosen and rejected responses under the
+policy and the reference, and the implicit DPO reward ``r = beta * (logp_policy - logp_ref)``;
+the metrics of that table come from :func:`tunelab.evaluate.preference_metrics`.
 
 trl's defaults target big GPUs (bf16, gradient checkpointing, lr 1e-6, max_length 1024); every
 setting that matters is passed from the run config instead. trl disables dropout in DPO
@@ -22,18 +23,18 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pandas as pd
 
-from tunelab import models
+from tunelab import evaluate, models
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
+from tunelab.runs import TrainResult
 from tunelab.train import common
-from tunelab.runs import PREDICTIONS_FILE, TrainResult
+from tunelab.train.engine import Engine, pad
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def train(
     source = policy_source(cfg)
     tokenizer = models.load_tokenizer(source, trust_remote_code=cfg.model.trust_remote_code)
     max_length = d.max_length or cfg.model.max_length
-    conversational = has_chat_template(tokenizer)
+    conversational = common.has_chat_template(tokenizer)
 
     splits = {name: _pairs(frame, name) for name, frame in data.items() if not frame.empty}
     held_out_name = "test" if "test" in splits else "validation" if "validation" in splits else None
@@ -66,14 +67,7 @@ def train(
             name,
         )
 
-    result = TrainResult(
-        method="dpo",
-        model=cfg.model.name,
-        dataset=cfg.data.name,
-        task=cfg.data.task,
-        output_dir=str(output_dir),
-        data_version=data_version,
-    )
+    result = common.new_result(cfg, output_dir, data_version, method="dpo")
     if d.init_from:
         result.notes.append(f"Policy and reference start from {source.path} (train.dpo.init_from).")
     result.notes.append(
@@ -97,9 +91,7 @@ def train(
             # Before training the policy is the reference, so every implicit reward is 0;
             # only the log-likelihood win rate says something about the initial policy.
             model.to(device.device)
-            before = score_pairs(
-                model, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
-            )
+            before = score_pairs(scoring_engine(model, tokenizer, cfg, device), held_out)
         else:
             result.notes.append("No test or validation split: nothing held out was scored.")
 
@@ -159,23 +151,20 @@ def train(
 
         policy.eval()
         if held_out is not None:
-            after = score_pairs(
-                policy, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
-            )
+            after = score_pairs(scoring_engine(policy, tokenizer, cfg, device), held_out)
             reference = (
                 trainer.accelerator.unwrap_model(trainer.ref_model)
                 if trainer.ref_model is not None
                 else policy
             )
             with _reference_mode(reference, adapter=d.use_adapter):
-                ref = score_pairs(
-                    reference, held_out, tokenizer.pad_token_id, device, cfg.train.batch_size
-                )
+                ref = score_pairs(scoring_engine(reference, tokenizer, cfg, device), held_out)
             table = predictions_table(splits[held_out_name], before, after, ref, d.beta)
-            result.metrics.update(preference_metrics(table, prefix="test_"))
-            result.metrics["before_test_loglik_win_rate"] = float(table["before_loglik_win"].mean())
-            table.to_parquet(output_dir / PREDICTIONS_FILE, index=False)
-            result.artifacts["predictions"] = PREDICTIONS_FILE
+            result.metrics.update(evaluate.preference_metrics(table, prefix="test_"))
+            result.metrics["before_test_loglik_win_rate"] = evaluate.metric_value(
+                table, "before_loglik_win_rate", "preference"
+            )
+            common.save_predictions(table, output_dir, result)
             result.notes.append(
                 "Before training the policy equals the reference, so the implicit rewards are 0 "
                 "(reward accuracy 0, margin 0); before_test_loglik_win_rate is the only "
@@ -273,14 +262,11 @@ def _load_model(source: models.ResolvedModel, cfg: RunConfig):
 def target_modules(model) -> list[str]:
     """Names of every linear projection of the decoder (Linear, or GPT-2's Conv1D), LM head
     excluded: q/k/v/o and gate/up/down for Llama-like models, c_attn/c_proj/c_fc for GPT-2."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
     head = model.get_output_embeddings()
     names = {
         name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear | Conv1D) and module is not head and "." in name
+        for name, module in common.linear_layers(model)
+        if module is not head and "." in name
     }
     if not names:
         raise TrainingError(
@@ -324,10 +310,6 @@ def _pairs(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame.loc[:, list(COLUMNS)].astype(str).reset_index(drop=True)
 
 
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
 def trl_records(frame: pd.DataFrame, conversational: bool, eos: str) -> list[dict]:
     """Rows in trl's conversational format, or plain strings ("prompt\\n" + response)."""
     records = []
@@ -351,12 +333,7 @@ def rendered_prompts(tokenizer, prompts: Sequence[str], conversational: bool) ->
     """The prompt text the model sees before the response (chat template applied)."""
     if not conversational:
         return [p + PLAIN_SEPARATOR for p in prompts]
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-        )
-        for p in prompts
-    ]
+    return [common.chat_prompt(tokenizer, p) for p in prompts]
 
 
 def encode_pairs(
@@ -412,65 +389,23 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 # ---------------------------------------------------------------- held-out scoring
 
 
-def sequence_logps(
-    model, sequences: list[tuple[list[int], int]], pad_id: int, device, batch_size: int = 8
-) -> tuple[list[float], list[int]]:
-    """Sum of log p(token | prefix) over each sequence's response tokens (from its start index),
-    and the number of response tokens. Batched, right-padded, shortest first, no gradients."""
-    import torch
-    import torch.nn.functional as F
-
-    dev = torch.device(device.device)
-    autocast = (
-        torch.autocast(dev.type, dtype=device.torch_dtype)
-        if device.precision != "fp32"
-        else nullcontext()
-    )
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
-    logps = [0.0] * len(sequences)
-    counts = [0] * len(sequences)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), autocast:
-        for begin in range(0, len(order), max(batch_size, 1)):
-            chunk = order[begin : begin + batch_size]
-            width = max(len(sequences[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                seq, start = sequences[i]
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-                labels[row, start : len(seq)] = torch.tensor(seq[start:], dtype=torch.long)
-            ids, mask, labels = ids.to(dev), mask.to(dev), labels.to(dev)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            targets = labels[:, 1:]
-            token_logps = -F.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2),
-                targets,
-                ignore_index=-100,
-                reduction="none",
-            )
-            sums = token_logps.sum(dim=1).tolist()
-            lengths = (targets != -100).sum(dim=1).tolist()
-            for row, i in enumerate(chunk):
-                logps[i], counts[i] = float(sums[row]), int(lengths[row])
-    model.train(was_training)
-    return logps, counts
+def scoring_engine(model, tokenizer, cfg: RunConfig, device: common.DeviceChoice) -> Engine:
+    """The LM engine over a policy or reference model; an fp32 model is autocast to bf16 or
+    fp16 on a GPU, as the Trainer runs it."""
+    autocast = device.torch_dtype if device.precision != "fp32" else None
+    return Engine.for_model(model, tokenizer, "decoder", cfg.train.batch_size, autocast=autocast)
 
 
-def score_pairs(model, encoded, pad_id: int, device, batch_size: int = 8) -> dict[str, list]:
-    """Log-probabilities of the chosen and rejected responses of every encoded pair."""
-    chosen = [(c, cs) for c, cs, _, _ in encoded]
-    rejected = [(r, rs) for _, _, r, rs in encoded]
-    chosen_logps, chosen_tokens = sequence_logps(model, chosen, pad_id, device, batch_size)
-    rejected_logps, rejected_tokens = sequence_logps(model, rejected, pad_id, device, batch_size)
+def score_pairs(lm: Engine, encoded) -> dict[str, list]:
+    """Log-probabilities of the chosen and rejected responses of every encoded pair (from
+    :func:`encode_pairs`), and their response token counts."""
+    chosen = lm.sequence_logprobs([(c, cs) for c, cs, _, _ in encoded], "scoring chosen")
+    rejected = lm.sequence_logprobs([(r, rs) for _, _, r, rs in encoded], "scoring rejected")
     return {
-        "chosen": chosen_logps,
-        "rejected": rejected_logps,
-        "chosen_tokens": chosen_tokens,
-        "rejected_tokens": rejected_tokens,
+        "chosen": [logp for logp, _ in chosen],
+        "rejected": [logp for logp, _ in rejected],
+        "chosen_tokens": [count for _, count in chosen],
+        "rejected_tokens": [count for _, count in rejected],
     }
 
 
@@ -503,21 +438,6 @@ def predictions_table(
     table["loglik_win"] = table["logp_chosen_policy"] > table["logp_rejected_policy"]
     table["before_loglik_win"] = table["logp_chosen_before"] > table["logp_rejected_before"]
     return table
-
-
-def preference_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
-    """Reward accuracy and margin, log-likelihood win rate, mean log-ratios of a scored table."""
-    if table.empty:
-        return {}
-    metrics = {
-        "reward_accuracy": table["reward_win"].mean(),
-        "reward_margin": table["reward_margin"].mean(),
-        "loglik_win_rate": table["loglik_win"].mean(),
-        "chosen_logratio": (table["logp_chosen_policy"] - table["logp_chosen_ref"]).mean(),
-        "rejected_logratio": (table["logp_rejected_policy"] - table["logp_rejected_ref"]).mean(),
-        "pairs": len(table),
-    }
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
 
 
 # ---------------------------------------------------------------- saving
@@ -562,15 +482,7 @@ def _save(result, policy, tokenizer, cfg: RunConfig, output_dir: Path, held_out,
 
 def _probe_batch(held_out, tokenizer, device, rows: int = 4) -> dict | None:
     """A few held-out chosen sequences, padded, to compare merged and unmerged logits."""
-    import torch
-
     if not held_out:
         return None
-    seqs = [c for c, _, _, _ in held_out[:rows]]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
+    ids, mask = pad([c for c, _, _, _ in held_out[:rows]], tokenizer.pad_token_id, "right")
     return {"input_ids": ids.to(device.device), "attention_mask": mask.to(device.device)}

@@ -1,4 +1,4 @@
-"""The MLflow model registry: register evaluated runs, run the promotion gate, move aliases.
+"""The MLflow model registry: register evaluated runs, list versions, move aliases.
 
 Aliases: ``challenger`` (the newest version that was not promoted), ``champion`` (what
 ``models:/NAME@champion`` serves), ``previous`` (the champion before the last promotion,
@@ -8,32 +8,22 @@ a failure before them leaves every alias where it was.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
-import pandas as pd
-
-from tunelab import gate
 from tunelab.config import RunConfig
 from tunelab.errors import RegistryError
-from tunelab.scorecard import PREDICTIONS_FILE, Scorecard
-from tunelab.tracking import TAG, TrackedRun, Tracking, call
+from tunelab.lifecycle import gate, model_card
+from tunelab.lifecycle.tracking import TrackedRun, Tracking, call, mlflow_client
 from tunelab.runs import TrainResult
+from tunelab.scorecard import Scorecard
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ROLE = {"classification": "classifier", "generation": "generator", "preference": "policy"}
-PREDICTIONS_ARTIFACT = f"evaluation/{PREDICTIONS_FILE}"
 
 
 def model_name(cfg: RunConfig) -> str:
     """registry.model_name, else '<dataset>-<role>' (sentiment-classifier, ...)."""
     return cfg.registry.model_name or f"{cfg.data.name}-{ROLE[cfg.data.task]}"
-
-
-def _client():
-    from mlflow import MlflowClient
-
-    return MlflowClient()
 
 
 # ---------------------------------------------------------------- registering
@@ -50,8 +40,6 @@ def register(
 
     Refused for runs whose evaluation failed or that have no servable model.
     """
-    from tunelab import model_card
-
     name = model_name(cfg)
     if not card.ok:
         raise RegistryError(
@@ -63,7 +51,7 @@ def register(
             f"Refusing to register the {card.method} run {tracked.run_id} as {name}: it has "
             f"no servable model ({card.not_servable or 'no model was logged'})."
         )
-    client = _client()
+    client = mlflow_client()
     _ensure_registered_model(tracking, name, cfg)
     level = round(card.ci_level * 100)
     tags = {
@@ -96,7 +84,7 @@ def register(
 def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> None:
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = mlflow_client()
     try:
         call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
     except MlflowException:
@@ -112,14 +100,14 @@ def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> N
         )
 
 
-# ---------------------------------------------------------------- the gate
+# ---------------------------------------------------------------- reading
 
 
 def aliases(tracking: Tracking, name: str) -> dict[str, str]:
     """alias -> version of a registered model; RegistryError listing models if unknown."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = mlflow_client()
     try:
         model = call(tracking, f"read {name}", lambda: client.get_registered_model(name))
     except MlflowException:
@@ -129,125 +117,6 @@ def aliases(tracking: Tracking, name: str) -> dict[str, str]:
             f"{', '.join(sorted(known)) or 'none yet (train a model first)'}."
         ) from None
     return {alias: str(version) for alias, version in (model.aliases or {}).items()}
-
-
-def _predictions_of(tracking: Tracking, run_id: str) -> pd.DataFrame:
-    from mlflow.artifacts import download_artifacts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = call(
-            tracking,
-            f"download the predictions of run {run_id}",
-            lambda: download_artifacts(
-                run_id=run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
-            ),
-        )
-        return pd.read_parquet(path)
-
-
-def champion_reference(
-    tracking: Tracking, name: str, card: Scorecard | None = None
-) -> gate.Reference | None:
-    """The champion's test predictions, or None when there is no champion.
-
-    When the champion was evaluated on another test split (the data changed) and the
-    challenger is a classifier or generator, the champion is re-scored on the
-    challenger's test split through ``models:/NAME/VERSION``: both are then judged on
-    the same rows. Preference policies cannot be re-scored that way (their metric needs
-    the reference model's log-probabilities), so the gate refuses to compare them.
-    """
-    version = aliases(tracking, name).get(CHAMPION)
-    if version is None:
-        return None
-    client = _client()
-    mv = call(tracking, f"read {name} v{version}", lambda: client.get_model_version(name, version))
-    run = call(tracking, f"read run {mv.run_id}", lambda: client.get_run(mv.run_id))
-    split = run.data.tags.get(f"{TAG}test_split")
-    label = f"champion v{version} ({mv.tags.get('method', '?')})"
-    if card is not None and split != card.test_split and card.task != "preference":
-        table = rescore(tracking, name, version, card)
-        if table is not None:
-            return gate.Reference(
-                f"{label}, re-scored on this test split", table, card.test_split, version, mv.run_id
-            )
-    return gate.Reference(label, _predictions_of(tracking, mv.run_id), split, version, mv.run_id)
-
-
-def rescore(tracking: Tracking, name: str, version: str, card: Scorecard) -> pd.DataFrame | None:
-    """The champion's predictions for the challenger's test inputs (None if it has none)."""
-    import mlflow.pyfunc
-
-    from tunelab.predict import LoadedModel
-
-    table = card.predictions()
-    column = next(
-        (c for c in ("text", "input", "prompt") if table is not None and c in table), None
-    )
-    if column is None or "reference" not in table.columns:
-        return None
-    uri = f"models:/{name}/{version}"
-    model = LoadedModel(
-        name, version, uri, call(tracking, f"load {uri}", lambda: mlflow.pyfunc.load_model(uri))
-    )
-    texts = table[column].astype(str).tolist()
-    predictions = [
-        p for start in range(0, len(texts), 16) for p in model.predict(texts[start : start + 16])
-    ]
-    scored = table[[c for c in (column, "prompt", "reference") if c in table.columns]].copy()
-    scored = scored.loc[:, ~scored.columns.duplicated()]
-    scored["prediction"] = predictions
-    if card.task == "classification":
-        scored["correct"] = scored["reference"].astype(str) == scored["prediction"].astype(str)
-    return scored
-
-
-def baseline_references(
-    tracking: Tracking, experiment_id: str, card: Scorecard, exclude_run: str | None = None
-) -> list[gate.Reference]:
-    """Finished, evaluated baseline runs on the challenger's test split (a TF-IDF
-    challenger's own run excluded: it is not its own bar)."""
-    if not card.test_split:
-        return []
-    query = (
-        f"tags.`{TAG}role` = 'baseline' and tags.`{TAG}test_split` = '{card.test_split}' "
-        f"and tags.`{TAG}evaluation` = 'ok' and attributes.status = 'FINISHED'"
-    )
-    runs = call(
-        tracking,
-        "find baseline runs",
-        lambda: _client().search_runs([experiment_id], filter_string=query, max_results=50),
-    )
-    references = []
-    for run in runs:
-        if run.info.run_id == exclude_run:
-            continue
-        method = run.data.tags.get(f"{TAG}method", "baseline")
-        references.append(
-            gate.Reference(
-                label=f"{method} (run {run.info.run_id[:8]})",
-                table=_predictions_of(tracking, run.info.run_id),
-                test_split=card.test_split,
-                run_id=run.info.run_id,
-            )
-        )
-    return references
-
-
-def judge(
-    tracking: Tracking, cfg: RunConfig, card: Scorecard, tracked: TrackedRun
-) -> gate.Decision:
-    """The gate's decision for a registered challenger (nothing is changed here)."""
-    table = card.predictions()
-    if table is None:
-        raise RegistryError(f"{card.run_dir} has no predictions to compare.")
-    name = model_name(cfg)
-    champion = champion_reference(tracking, name, card)
-    baselines = (
-        []
-        if champion
-        else baseline_references(tracking, tracked.experiment_id, card, tracked.run_id)
-    )
-    return gate.decide(card, table, cfg, champion, baselines)
 
 
 # ---------------------------------------------------------------- alias moves
@@ -269,7 +138,7 @@ def apply_decision(
     Promoted: champion <- version, previous <- the old champion, challenger cleared.
     Not promoted: challenger <- version.
     """
-    client = _client()
+    client = mlflow_client()
     before = aliases(tracking, name)
     for key, value in decision.to_tags().items():
         call(
@@ -308,7 +177,7 @@ def apply_decision(
 
 def _move_aliases(tracking: Tracking, name: str, moves: dict[str, str]) -> dict[str, str]:
     """Set aliases (previous first, champion last) and verify them by reading back."""
-    client = _client()
+    client = mlflow_client()
     order = [a for a in (PREVIOUS, CHALLENGER, CHAMPION) if a in moves]
     for alias in order:
         call(
@@ -348,7 +217,7 @@ def rollback(tracking: Tracking, name: str) -> AliasChange:
             f"Promote a version by hand with `tunelab registry promote {name} VERSION --force`."
         )
     target, demoted = before[PREVIOUS], before.get(CHAMPION)
-    client = _client()
+    client = mlflow_client()
     call(
         tracking,
         "tag the rollback",
@@ -371,10 +240,10 @@ def version_info(tracking: Tracking, name: str, version: str):
         return call(
             tracking,
             f"read {name} v{version}",
-            lambda: _client().get_model_version(name, str(version)),
+            lambda: mlflow_client().get_model_version(name, str(version)),
         )
     except MlflowException:
-        versions = [v.version for v in _client().search_model_versions(f"name = '{name}'")]
+        versions = [v.version for v in mlflow_client().search_model_versions(f"name = '{name}'")]
         raise RegistryError(
             f"{name} has no version {version}. Versions: {', '.join(sorted(versions, key=int))}."
         ) from None
@@ -382,7 +251,7 @@ def version_info(tracking: Tracking, name: str, version: str):
 
 def list_versions(tracking: Tracking, name: str | None = None) -> list[dict]:
     """One row per version: model, version, aliases, method, primary metric, decision."""
-    client = _client()
+    client = mlflow_client()
     names = (
         [name]
         if name
@@ -419,7 +288,7 @@ def champion_data_version(tracking: Tracking, name: str) -> str | None:
     """The data version the current champion was trained on (None: no model or champion)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = mlflow_client()
     try:
         mv = call(
             tracking,

@@ -1,39 +1,23 @@
 """Predict with a registered model: ``NAME@ALIAS`` (or ``NAME/VERSION``) through
-``models:/...``, exactly as any MLflow user would load it."""
+``models:/...``, exactly as any MLflow user would load it. What `tunelab predict` runs."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tunelab import registry
 from tunelab.errors import RegistryError
-from tunelab.tracking import Tracking, call
+from tunelab.lifecycle import registry
+from tunelab.lifecycle.packaging import LoadedModel, load_registered
+from tunelab.lifecycle.tracking import Tracking, call
 
 REFERENCE = re.compile(r"^(?P<name>[^@/\s]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
-INPUT_COLUMNS = ("text", "prompt", "input")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    uri: str
-    model: object  # mlflow.pyfunc.PyFuncModel
-
-    def predict(self, texts: list[str]) -> list[str]:
-        """Labels (classifiers) or generated text (generators), one per input."""
-        output = self.model.predict(list(texts))
-        if isinstance(output, pd.DataFrame):
-            column = "label" if "label" in output.columns else output.columns[0]
-            return output[column].astype(str).tolist()
-        if isinstance(output, str):
-            return [output]
-        return [str(o) for o in output]
+# The columns of a user's input file looked for, in order: the dataset schema's input
+# columns (text, prompt) before "input". Unlike runs.INPUT_COLUMNS (prediction tables).
+FILE_COLUMNS = ("text", "prompt", "input")
 
 
 def parse(reference: str) -> tuple[str, str | None, str | None]:
@@ -48,8 +32,6 @@ def parse(reference: str) -> tuple[str, str | None, str | None]:
 
 def load(tracking: Tracking, reference: str) -> LoadedModel:
     """Resolve the reference in the registry (clear errors), then load it as a pyfunc."""
-    import mlflow.pyfunc
-
     name, alias, version = parse(reference)
     known = registry.aliases(tracking, name)  # unknown model -> lists registered models
     if alias is not None:
@@ -62,22 +44,22 @@ def load(tracking: Tracking, reference: str) -> LoadedModel:
         version = known[alias]
     uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     registry.version_info(tracking, name, version)  # unknown version -> lists versions
-    model = call(tracking, f"load {uri}", lambda: mlflow.pyfunc.load_model(uri))
-    return LoadedModel(name, str(version), uri, model)
+    return call(tracking, f"load {uri}", lambda: load_registered(name, version, uri))
 
 
-def input_column(frame: pd.DataFrame, column: str | None, where: Path) -> str:
+def file_column(frame: pd.DataFrame, column: str | None, where: Path) -> str:
+    """The column of a user's file to predict on: ``column``, else the first of FILE_COLUMNS."""
     if column:
         if column not in frame.columns:
             raise RegistryError(
                 f"{where} has no column '{column}'. Its columns: {', '.join(frame.columns)}."
             )
         return column
-    for candidate in INPUT_COLUMNS:
+    for candidate in FILE_COLUMNS:
         if candidate in frame.columns:
             return candidate
     raise RegistryError(
-        f"{where} has none of the input columns {', '.join(INPUT_COLUMNS)} (it has "
+        f"{where} has none of the input columns {', '.join(FILE_COLUMNS)} (it has "
         f"{', '.join(map(str, frame.columns))}). Name the column with --column."
     )
 
@@ -98,7 +80,7 @@ def predict_file(
     if not source.is_file():
         raise RegistryError(f"Input file {source} does not exist.")
     frame = pd.read_csv(source)
-    texts = frame[input_column(frame, column, source)].fillna("").astype(str).tolist()
+    texts = frame[file_column(frame, column, source)].fillna("").astype(str).tolist()
     predictions: list[str] = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]

@@ -1,8 +1,9 @@
-"""What a finished run can serve, and how: one ``Servable`` per run folder.
+"""What a finished run can serve, and how it is packaged for MLflow.
 
-The same object is logged to MLflow (transformers flavor for language models, a small
-pyfunc for the TF-IDF baseline) and used to time per-example inference, so the latency
-in a run's scorecard is the latency of what gets registered.
+One ``Servable`` per run folder. The same object is logged to MLflow (transformers
+flavor for language models, tunelab's pyfunc for the TF-IDF baseline) and used to time
+per-example inference, so the latency in a run's scorecard is the latency of what gets
+registered. A registered version is loaded back as a ``LoadedModel``.
 
 Runs with nothing to serve (majority class, prompting baselines, prefix/prompt tuning
 that cannot be merged) get ``servable() -> None`` and a reason from ``why_not_servable``.
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from tunelab.runs import TrainResult
+import pandas as pd
+
+from tunelab import evaluate
+from tunelab.lifecycle import model_card
+from tunelab.runs import TrainResult, input_column
+from tunelab.scorecard import Scorecard
 
 HF_TASKS = {
     ("classification", "encoder"): "text-classification",
@@ -29,6 +35,7 @@ HF_TASKS = {
 # Read-only: MLflow's log_model adds keys to the model_config it is given.
 GENERATION_CONFIG = MappingProxyType({"max_new_tokens": 64, "do_sample": False})
 PROMPT_PLACEHOLDER = "{prompt}"
+LATENCY_EXAMPLES = 32  # test inputs timed one by one for the latency costs
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class Servable:
     def predictor(self):
         """A callable texts -> answers (labels or generations) for timing and checks."""
         if self.kind == "sklearn":
+            from tunelab.lifecycle.pyfunc import load_sklearn
+
             pipeline = load_sklearn(self.path)
             return lambda texts: [str(p) for p in pipeline.predict(list(texts))]
         pipe = self.pipeline()
@@ -138,17 +147,6 @@ def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def load_sklearn(path: Path):
-    """A scikit-learn pipeline saved by the TF-IDF baseline (skops: no arbitrary code runs)."""
-    if path.suffix == ".skops":
-        import skops.io as sio
-
-        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
-    import joblib
-
-    return joblib.load(path)
-
-
 def time_per_example(predict, texts: list[str], budget_s: float = 15.0) -> list[float]:
     """Seconds per single-example call, after one warm-up call, within a time budget.
 
@@ -167,3 +165,127 @@ def time_per_example(predict, texts: list[str], budget_s: float = 15.0) -> list[
         predict([text])
         seconds.append(time.perf_counter() - t0)
     return seconds
+
+
+# ---------------------------------------------------------------- serving costs
+
+
+def measure_serving_costs(
+    card: Scorecard, result: TrainResult, measure_latency: bool = True
+) -> None:
+    """Fill the scorecard's servable fields, size on disk and per-example latency of the
+    model that would be registered, then save it. Call it on a scorecard that is ok."""
+    card.not_servable = why_not_servable(result)
+    served = servable(result) if card.not_servable is None else None
+    card.servable = served is not None
+    if "adapter" in result.artifacts:
+        card.costs["adapter_size_mb"] = round(disk_mb(result.artifact("adapter")), 3)
+    if served is not None:
+        card.costs["model_size_mb"] = round(served.size_mb(), 3)
+        if measure_latency:
+            texts = _inputs(card.predictions())[:LATENCY_EXAMPLES]
+            seconds = time_per_example(served.predictor(), texts)
+            card.costs.update(evaluate.latency_summary(seconds))
+    card.save()
+
+
+def _inputs(table: pd.DataFrame | None) -> list[str]:
+    if table is None:
+        return []
+    column = input_column(table.columns)
+    return table[column].astype(str).tolist() if column else []
+
+
+# ---------------------------------------------------------------- logging to MLflow
+
+
+def pip_requirements(names: list[str]) -> list[str]:
+    """Pinned requirements from the installed versions (no network lookups by MLflow)."""
+    from importlib import metadata
+
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
+def log_model(result: TrainResult, card: Scorecard):
+    """Log the servable model into the active run; returns MLflow's ModelInfo.
+
+    The transformers flavor for language models, tunelab's pyfunc for TF-IDF.
+    """
+    import mlflow
+
+    served = servable(result)
+    example = _input_example(card)
+    if served.kind == "sklearn":
+        from tunelab.lifecycle.pyfunc import TextClassifierModel
+
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TextClassifierModel(),
+            artifacts={"pipeline": str(served.path)},
+            input_example=[example],
+            pip_requirements=pip_requirements(["scikit-learn", "skops", "pandas", "mlflow"]),
+        )
+    from huggingface_hub import ModelCard
+
+    pipe = served.pipeline()
+    # The pipeline's name_or_path is a local cache folder: record the model reference instead.
+    pipe.model.name_or_path = result.model
+    return mlflow.transformers.log_model(
+        transformers_model=pipe,
+        name="model",
+        task=served.hf_task,
+        input_example=[example],
+        pip_requirements=pip_requirements(["transformers", "torch", "accelerate", "safetensors"]),
+        model_config=dict(GENERATION_CONFIG) if served.is_generator else None,
+        prompt_template=served.prompt_template(pipe),
+        model_card=ModelCard(model_card.render(result, card)),
+    )
+
+
+def _input_example(card: Scorecard) -> str:
+    table = card.predictions()
+    column = input_column(table.columns) if table is not None else None
+    if column and len(table):
+        return str(table[column].iloc[0])[:500]
+    return "An example input."
+
+
+# ---------------------------------------------------------------- loading a registered model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered version loaded as an MLflow pyfunc."""
+
+    name: str
+    version: str
+    uri: str
+    model: object  # mlflow.pyfunc.PyFuncModel
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """Labels (classifiers) or generated text (generators), one per input."""
+        return strings_of(self.model.predict(list(texts)), "label")
+
+
+def strings_of(value, column: str) -> list[str]:
+    """Strings from what a pyfunc takes or gives: a DataFrame (its ``column``, else its
+    first), one string, or a list."""
+    if isinstance(value, pd.DataFrame):
+        chosen = column if column in value.columns else value.columns[0]
+        return value[chosen].astype(str).tolist()
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def load_registered(name: str, version: str, uri: str) -> LoadedModel:
+    """Load ``models:/...`` (version ``version`` of ``name``) as any MLflow user would."""
+    import mlflow.pyfunc
+
+    return LoadedModel(name, str(version), uri, mlflow.pyfunc.load_model(uri))

@@ -1,5 +1,10 @@
-"""MLflow pyfunc models tunelab writes itself. Imported only when logging or loading one
-(it imports mlflow at the top, which takes seconds)."""
+"""The TF-IDF baseline as served: its saved pipeline file and tunelab's MLflow pyfunc.
+
+Its own module for two reasons: it imports mlflow at the top (seconds), so only logging,
+loading or timing a TF-IDF model imports it; and MLflow pickles the class by its module
+path, so every logged TF-IDF model needs ``tunelab.lifecycle.pyfunc.TextClassifierModel``
+to load. Keep that path stable.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,16 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from tunelab.serving import load_sklearn
+
+def load_sklearn(path: Path):
+    """A scikit-learn pipeline saved by the TF-IDF baseline (skops: no arbitrary code runs)."""
+    if path.suffix == ".skops":
+        import skops.io as sio
+
+        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    import joblib
+
+    return joblib.load(path)
 
 
 class TextClassifierModel(mlflow.pyfunc.PythonModel):
@@ -35,9 +49,6 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
 def texts_of(model_input) -> list[str]:
     """Texts from what a pyfunc receives: a DataFrame (its 'text' or first column), list, str."""
-    if isinstance(model_input, pd.DataFrame):
-        column = "text" if "text" in model_input.columns else model_input.columns[0]
-        return model_input[column].astype(str).tolist()
-    if isinstance(model_input, str):
-        return [model_input]
-    return [str(t) for t in model_input]
+    from tunelab.lifecycle.packaging import strings_of
+
+    return strings_of(model_input, "text")

@@ -25,8 +25,16 @@ from typing import Any, TypeVar
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrackingError
+from tunelab.lifecycle import packaging
+from tunelab.runs import (
+    PREDICTIONS_FILE,
+    PROMPT_EXAMPLE_FILE,
+    RESULT_FILE,
+    SCORECARD_FILE,
+    TrainResult,
+    run_name,
+)
 from tunelab.scorecard import Scorecard
-from tunelab.runs import TrainResult
 from tunelab.train.common import last_checkpoint, library_versions
 from tunelab.workspace import Workspace
 
@@ -35,6 +43,7 @@ ENV_URI = "MLFLOW_TRACKING_URI"
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 TAG = "tunelab."  # prefix of tunelab's own tags
+EVALUATION_DIR = "evaluation"  # the run's artifact folder of test predictions
 # MLflow retries HTTP calls 7 times with backoff factor 2 by default (minutes of waiting
 # on a dead server); tunelab bounds that unless the user set these themselves.
 HTTP_BOUNDS = {
@@ -161,6 +170,13 @@ def call(tracking: Tracking, what: str, fn: Callable[[], T], attempts: int = 3) 
     raise AssertionError("unreachable")
 
 
+def mlflow_client():
+    """An MlflowClient for the target that :func:`setup` chose."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(
@@ -275,11 +291,11 @@ class TrackedRun:
 
 def experiment_for(tracking: Tracking, dataset: str) -> str:
     """The experiment of a dataset (created on first use; local artifacts under mlruns/)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    client = mlflow_client()
     found = call(
-        tracking, f"look up experiment {dataset}", lambda: client.get_experiment_by_name(dataset)
+        tracking,
+        f"look up experiment {dataset}",
+        lambda: client.get_experiment_by_name(dataset),
     )
     if found is not None:
         return found.experiment_id
@@ -293,33 +309,26 @@ def experiment_for(tracking: Tracking, dataset: str) -> str:
 
 def start_parent(tracking: Tracking, dataset: str, name: str, tags: dict[str, str]) -> str:
     """A parent run for a pipeline's method runs; returns its id (ended by end_parent)."""
-    from mlflow import MlflowClient
-
     experiment_id = experiment_for(tracking, dataset)
-    client = MlflowClient()
     run = call(
         tracking,
         "start the parent run",
-        lambda: client.create_run(experiment_id, run_name=name, tags=redact(tags)),
+        lambda: mlflow_client().create_run(experiment_id, run_name=name, tags=redact(tags)),
     )
     return run.info.run_id
 
 
 def end_parent(tracking: Tracking, run_id: str, failed: bool = False) -> None:
-    from mlflow import MlflowClient
-
     status = "FAILED" if failed else "FINISHED"
-    call(tracking, "end the parent run", lambda: MlflowClient().set_terminated(run_id, status))
+    call(tracking, "end the parent run", lambda: mlflow_client().set_terminated(run_id, status))
 
 
 def log_folder(tracking: Tracking, run_id: str, folder: Path, artifact_path: str) -> None:
     """Attach a folder of files (a report) to an existing run."""
-    from mlflow import MlflowClient
-
     call(
         tracking,
         f"log {folder.name} to run {run_id}",
-        lambda: MlflowClient().log_artifacts(run_id, str(folder), artifact_path),
+        lambda: mlflow_client().log_artifacts(run_id, str(folder), artifact_path),
     )
 
 
@@ -338,21 +347,20 @@ def log_run(
 
     experiment_id = experiment_for(tracking, result.dataset)
     tags = lineage_tags(cfg, result, card, extra_tags)
-    run_name = f"{card.method}-{Path(result.output_dir).name.rsplit('-', 1)[0].split('-', 1)[-1]}"
 
     def write() -> TrackedRun:
         with mlflow.start_run(
             experiment_id=experiment_id,
-            run_name=run_name,
+            run_name=run_name(cfg, result.data_version),
             parent_run_id=parent_run_id,
             nested=parent_run_id is not None,
             tags=tags,
         ) as run:
             _log_params(cfg)
             _log_metrics(result, card)
-            _log_artifacts(cfg, result, card, workspace)
+            _log_artifacts(result, card, workspace)
             _log_inputs(result, workspace)
-            logged = _log_model(result, card) if card.ok and card.servable else None
+            logged = packaging.log_model(result, card) if card.ok and card.servable else None
             model_uri = logged.model_uri if logged else None
             if model_uri:
                 mlflow.set_tag(f"{TAG}model_uri", model_uri)
@@ -426,21 +434,20 @@ def _log_metrics(result: TrainResult, card: Scorecard) -> None:
                 key, f"curve/{key}"
             )
             curve.append(Metric(_metric_key(name), float(value), now, step))
-    run_id = mlflow.active_run().info.run_id
-    client = mlflow.MlflowClient()
+    run_id, client = mlflow.active_run().info.run_id, mlflow_client()
     for start in range(0, len(curve), 900):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=curve[start : start + 900])
 
 
-def _log_artifacts(cfg: RunConfig, result: TrainResult, card: Scorecard, workspace) -> None:
+def _log_artifacts(result: TrainResult, card: Scorecard, workspace: Workspace) -> None:
     import mlflow
 
     run_dir = Path(result.output_dir)
     files = {
-        "train_result.json": "",
-        "scorecard.json": "",
-        "predictions.parquet": "evaluation",
-        "prompt_example.txt": "evaluation",
+        RESULT_FILE: "",
+        SCORECARD_FILE: "",
+        PREDICTIONS_FILE: EVALUATION_DIR,
+        PROMPT_EXAMPLE_FILE: EVALUATION_DIR,
     }
     for name, folder in files.items():
         if (run_dir / name).is_file():
@@ -486,62 +493,3 @@ def _log_inputs(result: TrainResult, workspace: Workspace) -> None:
                 targets="label" if "label" in frame.columns else None,
             )
         mlflow.log_input(dataset, context=split, tags={"data_version": result.data_version})
-
-
-def pip_requirements(names: list[str]) -> list[str]:
-    """Pinned requirements from the installed versions (no network lookups by MLflow)."""
-    from importlib import metadata
-
-    pinned = []
-    for name in names:
-        try:
-            pinned.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pinned.append(name)
-    return pinned
-
-
-def _log_model(result: TrainResult, card: Scorecard):
-    """The servable model (a ModelInfo): transformers flavor, or tunelab's pyfunc for TF-IDF."""
-    import mlflow
-
-    from tunelab import model_card, serving
-
-    served = serving.servable(result)
-    example = _input_example(card)
-    if served.kind == "sklearn":
-        from tunelab.pyfunc_models import TextClassifierModel
-
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TextClassifierModel(),
-            artifacts={"pipeline": str(served.path)},
-            input_example=[example],
-            pip_requirements=pip_requirements(["scikit-learn", "skops", "pandas", "mlflow"]),
-        )
-        return info
-    from huggingface_hub import ModelCard
-
-    pipe = served.pipeline()
-    # The pipeline's name_or_path is a local cache folder: record the model reference instead.
-    pipe.model.name_or_path = result.model
-    info = mlflow.transformers.log_model(
-        transformers_model=pipe,
-        name="model",
-        task=served.hf_task,
-        input_example=[example],
-        pip_requirements=pip_requirements(["transformers", "torch", "accelerate", "safetensors"]),
-        model_config=dict(serving.GENERATION_CONFIG) if served.is_generator else None,
-        prompt_template=served.prompt_template(pipe),
-        model_card=ModelCard(model_card.render(result, card)),
-    )
-    return info
-
-
-def _input_example(card: Scorecard) -> str:
-    table = card.predictions()
-    if table is not None:
-        for column in ("text", "input", "prompt"):
-            if column in table.columns and len(table):
-                return str(table[column].iloc[0])[:500]
-    return "An example input."

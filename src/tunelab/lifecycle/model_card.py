@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
-from tunelab.scorecard import Scorecard
+from tunelab import markdown as md
 from tunelab.runs import TrainResult
+from tunelab.scorecard import Scorecard
 
 INTENDED_USE = {
     "classification": "Labels a short text with one of: {labels}.",
@@ -30,13 +31,24 @@ def _fmt(value) -> str:
     return "n/a" if value is None else str(value)
 
 
-def render(
-    result: TrainResult, card: Scorecard, run_id: str | None = None, labels: list[str] | None = None
-) -> str:
-    """Markdown: intended use, data, metrics, costs, limitations, lineage."""
-    labels = labels or _labels(card)
-    use = INTENDED_USE[card.task].format(labels=", ".join(labels) if labels else "its labels")
+def _metric_rows(card: Scorecard) -> list[list[str]]:
+    """The primary metric with its interval first, then the other test metrics by name."""
     level = round(card.ci_level * 100)
+    primary = (
+        f"**{_fmt(card.primary)}** ({level}% CI {_fmt(card.ci_low)} to {_fmt(card.ci_high)}, "
+        f"{card.resamples} bootstrap resamples)"
+    )
+    rows = [[f"**{card.primary_metric}** (primary)", primary]]
+    for key in sorted(card.metrics):
+        if key.startswith("test_") and key != f"test_{card.primary_metric}":
+            rows.append([key.removeprefix("test_"), _fmt(card.metrics[key])])
+    return rows
+
+
+def render(result: TrainResult, card: Scorecard, run_id: str | None = None) -> str:
+    """Markdown: intended use, data, metrics, costs, limitations, lineage."""
+    labels = _labels(card)
+    use = INTENDED_USE[card.task].format(labels=", ".join(labels) if labels else "its labels")
     lines = [
         f"# {result.dataset}: {card.method} on {result.model}",
         "",
@@ -49,20 +61,14 @@ def render(
         f"{card.test_rows} rows)",
         "",
         "## Metrics (test split)",
-        "| metric | value |",
-        "|---|---|",
-        f"| **{card.primary_metric}** (primary) | **{_fmt(card.primary)}** "
-        f"({level}% CI {_fmt(card.ci_low)} to {_fmt(card.ci_high)}, "
-        f"{card.resamples} bootstrap resamples) |",
+        md.table(["metric", "value"], _metric_rows(card)),
+        "",
+        "## Costs",
+        md.table(["", ""], [[k, _fmt(v)] for k, v in card.costs.items() if v is not None]),
+        "",
+        "## Limitations",
+        *[f"- {item}" for item in LIMITATIONS],
     ]
-    for key in sorted(card.metrics):
-        if key.startswith("test_") and key != f"test_{card.primary_metric}":
-            lines.append(f"| {key.removeprefix('test_')} | {_fmt(card.metrics[key])} |")
-    lines += ["", "## Costs", "| | |", "|---|---|"]
-    for key, value in card.costs.items():
-        if value is not None:
-            lines.append(f"| {key} | {_fmt(value)} |")
-    lines += ["", "## Limitations", *[f"- {item}" for item in LIMITATIONS]]
     for note in result.notes:
         lines.append(f"- {note}")
     lines += [

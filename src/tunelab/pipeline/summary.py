@@ -1,0 +1,155 @@
+"""The end of a pipeline run: champions, the review page and the verdict.
+
+A pipeline run ends Failed (PipelineError) when a required method failed; the review
+and summary.json are written first, so the failure can be read next to the successes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tunelab import report
+from tunelab.data.prepare import PreparedDataset
+from tunelab.errors import PipelineError
+from tunelab.lifecycle import registry, tracking
+from tunelab.pipeline import run
+from tunelab.pipeline.method import MethodContext
+from tunelab.pipeline.plan import Plan
+from tunelab.pipeline.records import STEPS, MethodRecord
+from tunelab.workspace import Workspace
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class PipelineSummary:
+    """What a pipeline run did; the CLI prints it, summary.json keeps it."""
+
+    title: str
+    report: str  # the review, Markdown
+    html: str  # the review, standalone HTML
+    wall_seconds: float
+    # Seconds inside the library per step, summed over methods (0 when reused).
+    step_seconds: dict[str, float]
+    methods: list[MethodRecord]
+    champions: dict[str, str | None]  # registered model -> champion version (None: none)
+    # Scheduled retraining only: which datasets were retrained or skipped, and why.
+    retrained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    decision: str = ""
+
+    @property
+    def total_step_seconds(self) -> float:
+        return round(sum(self.step_seconds.values()), 2)
+
+    @property
+    def reused_steps(self) -> int:
+        return sum(len(m.reused) for m in self.methods)
+
+    @property
+    def finished_steps(self) -> int:
+        """Steps of the methods that finished (what could have been reused)."""
+        return sum(len(STEPS) for m in self.methods if m.ok)
+
+    def failed_required(self) -> list[MethodRecord]:
+        return [m for m in self.methods if not m.ok and m.required]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for row, record in zip(data["methods"], self.methods, strict=True):
+            row["outcome"] = record.registration.outcome if record.registration else None
+        return data
+
+
+def start_clock() -> float:
+    return time.perf_counter()
+
+
+def champions_of(records: list[MethodRecord], target: tracking.Tracking) -> dict:
+    """Registered model name -> its champion version now (None when it has none)."""
+    names = dict.fromkeys(
+        r.registration.model_name for r in records if r.registration and r.registration.model_name
+    )
+    return {name: registry.aliases(target, name).get("champion") for name in names}
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The end of the methods: the review written and each model's champion now."""
+
+    files: report.ReviewFiles
+    champions: dict[str, str | None]
+
+
+def close(
+    plan: Plan,
+    workspace: Workspace,
+    prepared: list[PreparedDataset],
+    records: list[MethodRecord],
+    context: MethodContext,
+    target: tracking.Tracking,
+    flow_run_url: str | None = None,
+) -> Closing:
+    """End the parent runs, read the champions, write the review (Markdown + HTML under
+    reports/milestone/<time>/) and log it to each dataset's parent run."""
+    run.end(context, records, target)
+    champions = champions_of(records, target)
+    created = datetime.now(UTC)
+    folder = workspace.reports_dir / "milestone" / created.strftime("%Y%m%dT%H%M%SZ")
+    review = report.Review(
+        title=plan.title,
+        created=created.isoformat(timespec="seconds"),
+        datasets=[_dataset_entry(p) for p in prepared],
+        methods=records,
+        champions=champions,
+        flow_run_url=flow_run_url,
+        mlflow=target.ui_command(),
+    )
+    files = report.write_review(review, folder)
+    for parent in filter(None, context.parents.values()):
+        tracking.log_folder(target, parent, folder, "milestone-review")
+    return Closing(files, champions)
+
+
+def _dataset_entry(prepared: PreparedDataset) -> report.DatasetEntry:
+    return report.DatasetEntry(
+        name=prepared.name,
+        version=prepared.version_id,
+        rows=prepared.rows,
+        validation=prepared.validation_summary,
+        data_docs=prepared.data_docs,
+        report=prepared.report_path,
+    )
+
+
+def finish(
+    plan: Plan, records: list[MethodRecord], closing: Closing, started: float
+) -> PipelineSummary:
+    """The run's summary, written next to the review; PipelineError if a required
+    method failed."""
+    files = closing.files
+    summary = PipelineSummary(
+        title=plan.title,
+        report=str(files.markdown_path),
+        html=str(files.html_path),
+        wall_seconds=round(time.perf_counter() - started, 2),
+        step_seconds={
+            step: round(sum(r.seconds.get(step, 0.0) for r in records), 2) for step in STEPS
+        },
+        methods=records,
+        champions=closing.champions,
+    )
+    path = Path(files.folder) / SUMMARY_FILE
+    path.write_text(json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8")
+    failed = summary.failed_required()
+    if failed:
+        listing = "; ".join(f"{r.label}: {r.error}" for r in failed)
+        raise PipelineError(
+            f"{len(failed)} required method(s) failed: {listing}. The review in "
+            f"{files.markdown_path} shows every method's result."
+        )
+    return summary
