@@ -499,11 +499,15 @@ def _params_cell(run: _Run) -> str:
 
 
 def _memory_cell(run: _Run) -> str:
-    rss, cuda = run.cost("peak_rss_mb"), run.cost("cuda_max_allocated_mb")
-    if rss is None and cuda is None:
+    return _cost_cell(run, "peak_rss_mb", "cuda_max_allocated_mb", "GPU")
+
+
+def _cost_cell(run: _Run, main: str, extra: str, label: str) -> str:
+    """A cost with a second one in brackets when there is one: '812 (GPU 1,024)'."""
+    value, more = run.cost(main), run.cost(extra)
+    if value is None and more is None:
         return NONE
-    text = _fmt_number(rss)
-    return text + (f" (GPU {_fmt_number(cuda)})" if cuda else "")
+    return _fmt_number(value) + (f" ({label} {_fmt_number(more)})" if more else "")
 
 
 def _latency_cell(run: _Run) -> str:
@@ -514,11 +518,7 @@ def _latency_cell(run: _Run) -> str:
 
 
 def _size_cell(run: _Run) -> str:
-    size, adapter = run.cost("model_size_mb"), run.cost("adapter_size_mb")
-    if size is None and adapter is None:
-        return NONE
-    text = _fmt_number(size)
-    return text + (f" (adapter {_fmt_number(adapter)})" if adapter else "")
+    return _cost_cell(run, "model_size_mb", "adapter_size_mb", "adapter")
 
 
 def _mlflow_cell(run: _Run) -> str:

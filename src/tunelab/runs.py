@@ -25,6 +25,21 @@ PROMPT_EXAMPLE_FILE = "prompt_example.txt"
 INPUT_COLUMNS = ("text", "input", "prompt")
 
 
+def save_record(record, folder: str | Path, name: str) -> Path:
+    """Write a dataclass record as one JSON file of a run folder."""
+    path = Path(folder) / name
+    path.write_text(json.dumps(asdict(record), indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def read_record(folder: str | Path, name: str, missing: Exception) -> dict:
+    """The fields of a run folder's JSON record; ``missing`` is raised when it is absent."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise missing
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def input_column(columns) -> str | None:
     """The input column among ``columns`` (see INPUT_COLUMNS), None when there is none."""
     return next((c for c in INPUT_COLUMNS if c in columns), None)
@@ -75,16 +90,12 @@ class TrainResult:
         return Path(self.output_dir) / self.artifacts[name]
 
     def save(self) -> Path:
-        path = Path(self.output_dir) / RESULT_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
-        return path
+        return save_record(self, self.output_dir, RESULT_FILE)
 
     @classmethod
     def load(cls, folder: str | Path) -> TrainResult:
-        path = Path(folder) / RESULT_FILE
-        if not path.is_file():
-            raise TrainingError(f"{folder} holds no {RESULT_FILE}: it is not a finished run.")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        missing = TrainingError(f"{folder} holds no {RESULT_FILE}: it is not a finished run.")
+        return cls(**read_record(folder, RESULT_FILE, missing))
 
 
 def model_slug(reference: str) -> str:

@@ -10,9 +10,8 @@ imports training, packaging or MLflow.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,8 @@ from tunelab.runs import (
     SCORECARD_FILE,
     TrainResult,
     method_label,
+    read_record,
+    save_record,
 )
 from tunelab.workspace import Workspace
 
@@ -74,16 +75,12 @@ class Scorecard:
         return "baseline" if self.method.startswith("baseline") else "candidate"
 
     def save(self) -> Path:
-        path = Path(self.run_dir) / SCORECARD_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
-        return path
+        return save_record(self, self.run_dir, SCORECARD_FILE)
 
     @classmethod
     def load(cls, folder: str | Path) -> Scorecard:
-        path = Path(folder) / SCORECARD_FILE
-        if not path.is_file():
-            raise EvaluationError(f"{folder} holds no {SCORECARD_FILE}: evaluate the run first.")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        missing = EvaluationError(f"{folder} holds no {SCORECARD_FILE}: evaluate the run first.")
+        return cls(**read_record(folder, SCORECARD_FILE, missing))
 
     def predictions(self) -> pd.DataFrame | None:
         """The run's per-example test predictions (None when it wrote none)."""

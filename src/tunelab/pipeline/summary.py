@@ -115,15 +115,10 @@ def close(
     return Closing(files, champions)
 
 
-def _dataset_entry(prepared: PreparedDataset) -> report.DatasetEntry:
-    return report.DatasetEntry(
-        name=prepared.name,
-        version=prepared.version_id,
-        rows=prepared.rows,
-        validation=prepared.validation_summary,
-        data_docs=prepared.data_docs,
-        report=prepared.report_path,
-    )
+def _dataset_entry(p: PreparedDataset) -> report.DatasetEntry:
+    """The review's view of a prepared dataset (name, version, rows, gate, links)."""
+    fields = (p.validation_summary, p.data_docs, p.report_path)
+    return report.DatasetEntry(p.name, p.version_id, p.rows, *fields)
 
 
 def finish(
