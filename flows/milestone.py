@@ -67,8 +67,8 @@ def run_method(spec, context, refresh: bool, storage, finished=()) -> method.Met
 
 
 @task(name="parent-runs", cache_policy=NO_CACHE)
-def begin(plan: Plan, workdir: str, target, data_versions: dict, tags: dict):
-    return run.begin(plan, workdir, target, data_versions, tags)
+def begin(plan: Plan, workdir: str, target, prepared, tags: dict):
+    return run.begin(plan, workdir, target, prepared, tags)
 
 
 @task(name="review", cache_policy=NO_CACHE)
@@ -86,9 +86,8 @@ def run_plan(plan: Plan, workspace: Workspace, refresh: bool, pipeline: str):
     started = summary.start_clock()
     target = tracking.setup(workspace)
     prepared = prepare_data(plan.data_configs(), str(workspace.root))
-    versions = {p.name: p.version_id for p in prepared}
     tags = run.lineage_tags(pipeline, *flow_run_info())
-    context = begin(plan, str(workspace.root), target, versions, tags)
+    context = begin(plan, str(workspace.root), target, prepared, tags)
     storage = result_storage(workspace)
     options = {"context": unmapped(context), "refresh": refresh, "storage": unmapped(storage)}
     with ThreadPoolTaskRunner(max_workers=plan.concurrency) as runner:

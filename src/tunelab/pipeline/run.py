@@ -3,6 +3,7 @@ run per dataset; and the records put back in plan order at the end."""
 
 from __future__ import annotations
 
+from tunelab.data.prepare import PreparedDataset
 from tunelab.lifecycle import tracking
 from tunelab.pipeline.cache import code_version
 from tunelab.pipeline.method import MethodContext, MethodRecord
@@ -13,13 +14,14 @@ def begin(
     plan: Plan,
     workdir: str,
     target: tracking.Tracking,
-    data_versions: dict[str, str],
+    prepared: list[PreparedDataset],
     tags: dict[str, str],
 ) -> MethodContext:
     """Open one MLflow parent run per dataset; the methods' runs nest under it."""
     pipeline = tags.get("tunelab.pipeline", "pipeline")
     parents = {d.name: tracking.start_parent(target, d.name, pipeline, tags) for d in plan.datasets}
-    return MethodContext(workdir, target.uri, code_version(), dict(data_versions), parents, tags)
+    versions = {p.name: p.version_id for p in prepared}
+    return MethodContext(workdir, target.uri, code_version(), versions, parents, tags)
 
 
 def end(context: MethodContext, records: list[MethodRecord], target: tracking.Tracking) -> None:
