@@ -419,7 +419,7 @@ def deploy_cmd(
                 "to run the deployments in this process without a server)."
             )
         )
-    from tunelab.deployments import deploy_all
+    from flows.deployments import deploy_all
 
     rows = _run(deploy_all, cron, timezone)
     table = Table(title=f"Deployments on {os.environ['PREFECT_API_URL']}")
@@ -438,7 +438,7 @@ def serve_cmd(
     timezone: Annotated[str | None, typer.Option("--timezone", help="Its time zone.")] = None,
 ) -> None:
     """Serve both deployments from this process (flow.serve): one-machine use, no worker."""
-    from tunelab.deployments import serve_all
+    from flows.deployments import serve_all
 
     _run(serve_all, cron, timezone)
 

@@ -5,8 +5,8 @@ prefect.yaml is the one description of them (`prefect deploy --all` reads it too
 module reads its `deployments:` list so the CLI and Prefect's own tooling agree. The
 project (the folder holding prefect.yaml, configs/ and flows/) is $TUNELAB_PROJECT, else
 the nearest folder at or above the current directory that holds prefect.yaml: the same
-rule wherever tunelab is installed. Prefect is imported inside the functions: only the
-CLI's deploy and serve commands call them.
+rule wherever tunelab is installed. flows/deployments.py creates or serves them with
+Prefect; this module only reads and checks them.
 """
 
 from __future__ import annotations
@@ -52,19 +52,21 @@ class DeploymentSpec:
     cron: str | None = None
     timezone: str | None = None
 
-    def schedules(self, cron: str | None = None, timezone: str | None = None) -> list:
-        from prefect.schedules import Cron
+    def schedule(self, cron: str | None = None, timezone: str | None = None):
+        """(cron, time zone) of a scheduled deployment, the arguments overriding
+        prefect.yaml's; None for one that runs only when triggered."""
+        if not self.cron:
+            return None
+        return cron or self.cron, timezone or self.timezone or "UTC"
 
-        expression = cron or self.cron
-        if not expression:
-            return []
-        return [Cron(expression, timezone=timezone or self.timezone or "UTC")]
+    def schedule_text(self, cron: str | None = None, timezone: str | None = None) -> str:
+        chosen = self.schedule(cron, timezone)
+        return f"{chosen[0]} ({chosen[1]})" if chosen else "manual"
 
-    def load_flow(self, root: Path):
-        from prefect.flows import load_flow_from_entrypoint
-
+    def entrypoint_in(self, root: Path) -> str:
+        """The flow's entrypoint as an absolute path in the project folder."""
         path, name = self.entrypoint.split(":")
-        return load_flow_from_entrypoint(f"{root / path}:{name}")
+        return f"{root / path}:{name}"
 
 
 def specs(root: Path) -> list[DeploymentSpec]:
@@ -88,70 +90,3 @@ def specs(root: Path) -> list[DeploymentSpec]:
     if not found:
         raise ConfigError(f"{project_file} lists no deployments.")
     return found
-
-
-def ensure_work_pool(name: str) -> bool:
-    """Create the process work pool if it is missing; True when it was created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-            return False
-        except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-            return True
-
-
-def deploy_all(cron: str | None = None, timezone: str | None = None) -> list[dict]:
-    """Create (or update) every deployment on the current Prefect API, from this checkout.
-
-    Equivalent to `prefect deploy --all` with prefect.yaml: a process work pool runs the
-    flows from this folder. ``cron``/``timezone`` override scheduled-retraining's schedule.
-    """
-    root = project_root()
-    rows = []
-    for spec in specs(root):
-        created = ensure_work_pool(spec.work_pool)
-        flow = spec.load_flow(root)
-        source = flow.from_source(source=str(root), entrypoint=spec.entrypoint)
-        deployment_id = source.deploy(
-            name=spec.name,
-            work_pool_name=spec.work_pool,
-            parameters=spec.parameters,
-            description=spec.description,
-            schedules=spec.schedules(cron, timezone) if spec.cron else None,
-            print_next_steps=False,
-        )
-        rows.append(
-            {
-                "deployment": f"{flow.name}/{spec.name}",
-                "id": str(deployment_id),
-                "work_pool": spec.work_pool + (" (created)" if created else ""),
-                "schedule": (
-                    f"{cron or spec.cron} ({timezone or spec.timezone or 'UTC'})"
-                    if spec.cron
-                    else "manual"
-                ),
-            }
-        )
-    return rows
-
-
-def serve_all(cron: str | None = None, timezone: str | None = None) -> None:
-    """Serve every deployment from this process until interrupted (`flow.serve`)."""
-    from prefect import serve
-
-    root = project_root()
-    deployments = [
-        spec.load_flow(root).to_deployment(
-            name=spec.name,
-            parameters=spec.parameters,
-            description=spec.description,
-            schedules=spec.schedules(cron, timezone) if spec.cron else None,
-        )
-        for spec in specs(root)
-    ]
-    serve(*deployments)

@@ -106,7 +106,7 @@ def test_deployments_worker_and_scheduled_retraining(live_services, worker):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from tunelab.deployments import deploy_all
+    from flows.deployments import deploy_all
     from tunelab.lifecycle import registry, tracking
     from tunelab.workspace import Workspace
 

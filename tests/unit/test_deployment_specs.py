@@ -34,3 +34,12 @@ def test_outside_a_project_the_error_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv(deployments.PROJECT_ENV, str(tmp_path))
     with pytest.raises(ConfigError, match="holds no prefect.yaml"):
         deployments.project_root()
+
+
+def test_schedules_come_from_prefect_yaml_unless_overridden():
+    milestone, retraining = deployments.specs(ROOT)
+    assert milestone.schedule() is None and milestone.schedule_text("0 1 * * *") == "manual"
+    assert retraining.schedule() == ("0 3 * * *", "UTC")
+    assert retraining.schedule("0 5 * * 1", "Europe/Berlin") == ("0 5 * * 1", "Europe/Berlin")
+    assert retraining.schedule_text() == "0 3 * * * (UTC)"
+    assert retraining.entrypoint_in(ROOT) == f"{ROOT}/flows/retrain.py:scheduled_retraining"
