@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tunelab.config import RunConfig, digest
 from tunelab.errors import TrainingError
+from tunelab.files import write_json_atomic
 from tunelab.workspace import Workspace
 
 RESULT_FILE = "train_result.json"
@@ -26,10 +27,8 @@ INPUT_COLUMNS = ("text", "input", "prompt")
 
 
 def save_record(record, folder: str | Path, name: str) -> Path:
-    """Write a dataclass record as one JSON file of a run folder."""
-    path = Path(folder) / name
-    path.write_text(json.dumps(asdict(record), indent=2, default=str), encoding="utf-8")
-    return path
+    """Write a dataclass record as one JSON file of a run folder (atomically)."""
+    return write_json_atomic(Path(folder) / name, asdict(record))
 
 
 def read_record(folder: str | Path, name: str, missing: Exception) -> dict:

@@ -6,7 +6,6 @@ and summary.json are written first, so the failure can be read next to the succe
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pathlib import Path
 from tunelab import report
 from tunelab.data.prepare import PreparedDataset
 from tunelab.errors import PipelineError
+from tunelab.files import write_json_atomic
 from tunelab.lifecycle import registry, tracking
 from tunelab.pipeline import run
 from tunelab.pipeline.method import MethodContext
@@ -139,7 +139,7 @@ def finish(
         champions=closing.champions,
     )
     path = Path(files.folder) / SUMMARY_FILE
-    path.write_text(json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8")
+    write_json_atomic(path, summary.to_dict())
     failed = summary.failed_required()
     if failed:
         listing = "; ".join(f"{r.label}: {r.error}" for r in failed)
