@@ -14,15 +14,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install dev run test test-slow lint bench services services-stop clean-cache clean-workspace help
+.PHONY: install dev run deps-check test test-slow lint bench services services-stop clean-cache clean-workspace help
 
 help:
 	@echo "make run        set up .venv and run the milestone pipeline on the bundled data (offline)"
 	@echo "make services   start prefect server and mlflow server on 127.0.0.1 (PREFECT_PORT, MLFLOW_PORT)"
 	@echo "make services-stop  stop exactly those servers (by their recorded PIDs)"
-	@echo "make test       set up .venv with dev extras and run the default test suite"
+	@echo "make test       set up .venv with dev extras, check imports are declared, run the default test suite"
 	@echo "make test-slow  tests on real pretrained models"
-	@echo "make lint       ruff"
+	@echo "make lint       ruff and the declared-imports check (deptry)"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
 
 $(BIN)/python:
@@ -54,13 +54,17 @@ services: install
 services-stop:
 	$(BIN)/tunelab services stop
 
-test: dev
+# Fails on an import that pyproject.toml does not declare (config: [tool.deptry]).
+deps-check: dev
+	$(BIN)/deptry .
+
+test: deps-check
 	$(BIN)/python -m pytest
 
 test-slow: dev
 	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests yet"; rc=0; fi; exit $$rc
 
-lint: dev
+lint: deps-check
 	$(BIN)/ruff check src flows tests benchmarks
 	$(BIN)/ruff format --check src flows tests benchmarks
 

@@ -22,11 +22,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(command: str) -> str:
-    return (
+def load_average() -> str:
+    """The 1-minute load average: on a shared machine, how busy it was besides us."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
+def machine_line(command: str, note: str = "", load: str | None = None) -> str:
+    """Machine, command, date and the load average (``load``, else now); ``note`` appended."""
+    line = (
         f"Machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores, Python "
-        f"{platform.python_version()}. Command: `{command}`. Date: {date.today()}."
+        f"{platform.python_version()}. Command: `{command}`. Date: {date.today()}. "
+        f"Load average (1 min): {load or load_average()}."
     )
+    return f"{line} {note.strip()}" if note.strip() else line
 
 
 def write_section(heading: str, body: str, path: Path = DOC) -> None:
@@ -34,9 +45,10 @@ def write_section(heading: str, body: str, path: Path = DOC) -> None:
     title = f"## {heading}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = f"{title}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
-    if title in text:
-        text = pattern.sub(lambda _: section, text)
+    # The exact heading line: "## Training" must not match "## Training: reading ...".
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=\n## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from flows.runtime import require_api, workspace_lock
 from tunelab.config import RunConfig
 from tunelab.data import prepare
 from tunelab.errors import SourceUnreachableError
@@ -55,12 +56,14 @@ def gate(outcomes) -> None:
 
 @task(name="version", cache_policy=NO_CACHE, **io_retries)
 def version(frames, cfg: RunConfig, raw, outcome, workspace: Workspace):
+    require_api(f"version {cfg.data.name}")
     return prepare.save_version(frames, cfg, raw.origin, outcome, workspace)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(frames, cfg: RunConfig, data_version, outcome, workspace: Workspace):
     result = prepare.write_report(frames, cfg, data_version, outcome, workspace)
+    require_api(f"publish the report of {cfg.data.name}")
     create_markdown_artifact(
         key=f"data-report-{cfg.data.name}".replace("_", "-"),
         markdown=result.markdown,
@@ -77,14 +80,16 @@ def prepare_data(
     configs: list[RunConfig], workdir: str | None = None
 ) -> list[prepare.PreparedDataset]:
     """Prepare every configured dataset; returns one record per dataset."""
-    workspace = unmapped(Workspace.resolve(workdir).ensure())
-    raws = ingest.map(configs).result()
-    frames = split.map(raws, configs).result()
-    outcomes = validate.map(frames, configs, workspace).result()
-    gate(outcomes)
-    versions = version.map(frames, configs, raws, outcomes, workspace).result()
-    prepared = report.map(frames, configs, versions, outcomes, workspace).result()
-    create_table_artifact(
-        key="data-versions", table=prepare.table_rows(prepared), description="Prepared datasets"
-    )
+    workspace = Workspace.resolve(workdir).ensure()
+    with workspace_lock(workspace):
+        raws = ingest.map(configs).result()
+        frames = split.map(raws, configs).result()
+        outcomes = validate.map(frames, configs, unmapped(workspace)).result()
+        gate(outcomes)
+        versions = version.map(frames, configs, raws, outcomes, unmapped(workspace)).result()
+        prepared = report.map(frames, configs, versions, outcomes, unmapped(workspace)).result()
+        require_api("publish the table of prepared datasets")
+        create_table_artifact(
+            key="data-versions", table=prepare.table_rows(prepared), description="Prepared datasets"
+        )
     return prepared

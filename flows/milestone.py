@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.data import prepare_data
-from flows.runtime import flow_run_info, result_storage
+from flows.runtime import flow_run_info, require_api, result_storage, workspace_lock
 from tunelab.lifecycle import tracking
 from tunelab.pipeline import method, run, summary
 from tunelab.pipeline.plan import Plan, load_plan
@@ -51,6 +51,7 @@ STEP_TASKS = {"train": train, "evaluate": evaluate, "register": register}
 
 def run_step(call: method.StepCall, refresh: bool, storage) -> method.StepOutcome:
     """Run one step as its task; report its value or exception and whether it was cached."""
+    require_api(f"run the {call.step} step of {call.label}")
     step = STEP_TASKS[call.step].with_options(
         task_run_name=f"{call.step} {call.label}", refresh_cache=refresh, result_storage=storage
     )
@@ -68,12 +69,14 @@ def run_method(spec, context, refresh: bool, storage, finished=()) -> method.Met
 
 @task(name="parent-runs", cache_policy=NO_CACHE)
 def begin(plan: Plan, workdir: str, target, prepared, tags: dict):
+    require_api("open the MLflow parent runs")
     return run.begin(plan, workdir, target, prepared, tags)
 
 
 @task(name="review", cache_policy=NO_CACHE)
 def review(plan: Plan, workspace, prepared, records, context, target) -> summary.Closing:
     """The review page, published as Prefect artifacts and logged to each parent run."""
+    require_api("write the review")
     closing = summary.close(plan, workspace, prepared, records, context, target, flow_run_info()[1])
     markdown, table = closing.files.markdown, closing.files.table
     create_markdown_artifact(key=REVIEW_KEY, markdown=markdown, description=plan.title)
@@ -106,4 +109,5 @@ def milestone(
 ) -> summary.PipelineSummary:
     """Train, evaluate, register and compare every configured method."""
     workspace = Workspace.resolve(workdir).ensure()
-    return run_plan(load_plan(config), workspace, refresh, "milestone")
+    with workspace_lock(workspace):
+        return run_plan(load_plan(config), workspace, refresh, "milestone")

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.data import io_retries
 from flows.milestone import run_plan
+from flows.runtime import require_api, workspace_lock
 from tunelab.data import prepare
 from tunelab.lifecycle import tracking
 from tunelab.pipeline import retrain
@@ -35,6 +36,7 @@ def candidate_versions(plan) -> dict[str, str]:
 def decide(plan, candidates: dict[str, str], workspace: Workspace) -> retrain.RetrainDecision:
     decision = retrain.decide(plan, candidates, tracking.setup(workspace))
     get_run_logger().info(decision.message)
+    require_api("publish the retraining decision")
     create_markdown_artifact(
         key=DECISION_KEY, markdown=decision.markdown, description="Retrain or skip, per dataset"
     )
@@ -47,5 +49,7 @@ def scheduled_retraining(
 ) -> PipelineSummary:
     workspace = Workspace.resolve(workdir).ensure()
     plan = load_plan(config)
-    decision = decide(plan, candidate_versions(plan), workspace)
-    return decision.apply(lambda subset: run_plan(subset, workspace, False, "retraining"))
+    # Held from the decision on: what the champions serve cannot change in between.
+    with workspace_lock(workspace):
+        decision = decide(plan, candidate_versions(plan), workspace)
+        return decision.apply(lambda subset: run_plan(subset, workspace, False, "retraining"))

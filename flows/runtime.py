@@ -1,10 +1,14 @@
-"""What the flows ask Prefect at run time: this flow run's id and UI link, and where
-persisted task results (the step cache) live."""
+"""What the flows ask Prefect at run time: this flow run's id and UI link, where
+persisted task results (the step cache) live, whether the API still answers; and the
+workspace lock, its waiting message in the flow run's log."""
 
 from __future__ import annotations
 
 from tunelab.config import digest
+from tunelab.errors import OrchestratorError
 from tunelab.workspace import Workspace
+
+HEALTH_TIMEOUT_S = 10.0
 
 
 def flow_run_info() -> tuple[str | None, str | None]:
@@ -26,3 +30,29 @@ def result_storage(workspace: Workspace):
     block = LocalFileSystem(basepath=str(folder))
     block.save(f"tunelab-results-{digest(str(folder), length=12)}", overwrite=True)
     return block
+
+
+def require_api(before: str) -> None:
+    """OrchestratorError unless the Prefect API answers: a flow that lost it stops before
+    its next side effect (``before``) instead of going on unrecorded."""
+    from prefect.client.orchestration import get_client
+
+    # Its own client (other settings than the run's): a refused connection fails at once
+    # instead of being retried for a minute, as the run's client does once connected.
+    with get_client(sync_client=True, httpx_settings={"timeout": HEALTH_TIMEOUT_S}) as client:
+        error = client.api_healthcheck()
+        url = client.api_url
+    if error is not None:
+        raise OrchestratorError(
+            f"The Prefect API at {url} stopped answering ({type(error).__name__}: {error}), so "
+            f"the flow stopped before it would {before}. Start the Prefect server again and "
+            "re-run the same command: finished steps are reused from the cache and nothing is "
+            "registered twice."
+        )
+
+
+def workspace_lock(workspace: Workspace):
+    """The workspace held for this flow run; a second writer waits, saying so in its log."""
+    from prefect import get_run_logger
+
+    return workspace.lock(notify=get_run_logger().warning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -47,9 +48,20 @@ def main(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lock-timeout",
+            envvar="TUNELAB_LOCK_TIMEOUT",
+            help="Seconds to wait for another run that holds the workspace (default 3600).",
+        ),
+    ] = None,
 ) -> None:
     if workdir is not None:
         os.environ["TUNELAB_WORKDIR"] = str(workdir.expanduser().resolve())
+    if lock_timeout is not None:
+        # Through the environment: flows started from here read it too.
+        os.environ["TUNELAB_LOCK_TIMEOUT"] = str(lock_timeout)
     _state["debug"] = debug
     # Quiet, offline-friendly defaults for the libraries commands import later.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -58,7 +70,8 @@ def main(
 
 
 def _fail(exc: Exception) -> None:
-    """Print a user error as one paragraph and exit 2; re-raise with --debug."""
+    """Print a user error as one paragraph and exit with its code (README, "Exit codes");
+    re-raise with --debug."""
     if _state["debug"]:
         raise exc
     from rich.console import Console
@@ -66,7 +79,28 @@ def _fail(exc: Exception) -> None:
 
     # Escaped: messages hold things like "[train]" that rich would read as markup.
     Console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(exc, "exit_code", 2))
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    # One line, however narrow the terminal: logs of scheduled runs are searched for it.
+    Console(stderr=True).print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
+
+def _locked() -> contextlib.ExitStack:
+    """Hold the workspace for this command, before anything (MLflow's store included) is
+    written: a second writer waits for the first, then fails clearly."""
+    from tunelab.errors import TunelabError
+
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(_workspace().lock(notify=_warn))
+    except TunelabError as exc:
+        _fail(exc)
+    return stack
 
 
 def _run(fn, *args, **kwargs):
@@ -82,7 +116,48 @@ def _run_flow(flow_fn, *args, **kwargs):
     """Run a Prefect flow; a user error is shown once, as a paragraph, not as a traceback."""
     if not _state["debug"]:
         _hide_user_error_tracebacks_on_console()
-    return _run(flow_fn, *args, **kwargs)
+    from tunelab.errors import TunelabError
+
+    try:
+        return flow_fn(*args, **kwargs)
+    except TunelabError as exc:
+        _fail(exc)
+    except Exception as exc:
+        if _state["debug"] or not _lost_api(exc):
+            raise
+        _fail(_orchestrator_error(exc))
+
+
+def _lost_api(exc: BaseException) -> bool:
+    """Whether a flow failed talking to its Prefect API (httpx transport errors)."""
+    import httpx
+
+    return any(isinstance(e, httpx.TransportError) for e in _chain(exc))
+
+
+def _orchestrator_error(exc: BaseException):
+    """A flow that lost its API fails again reporting its own end: the error that stopped
+    it is further down the chain; without one, say that the API was lost."""
+    from tunelab.errors import OrchestratorError, TunelabError
+
+    chain = _chain(exc)
+    for kind in (OrchestratorError, TunelabError):
+        found = next((e for e in chain if isinstance(e, kind)), None)
+        if found is not None:
+            return found
+    return OrchestratorError(
+        f"The flow lost its Prefect API ({type(exc).__name__}: {exc}); its end was not "
+        "recorded. Start the Prefect server again and re-run the same command: finished "
+        "steps are reused from the cache and nothing is registered twice."
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and not any(exc is e for e in seen):
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
 
 
 def _hide_user_error_tracebacks_on_console() -> None:
@@ -148,7 +223,8 @@ def data_prepare(
         ]
     from flows.data import prepare_data
 
-    prepared = _run_flow(prepare_data, cfgs, str(_workspace().root))
+    with _locked():
+        prepared = _run_flow(prepare_data, cfgs, str(_workspace().root))
     _print_prepared(prepared)
 
 
@@ -225,7 +301,8 @@ def data_checkout(
     """Restore an earlier version of one dataset into data/NAME (other datasets untouched)."""
     from tunelab.data import versioning
 
-    restored = _run(versioning.checkout_version, name, version, _workspace())
+    with _locked():
+        restored = _run(versioning.checkout_version, name, version, _workspace())
     typer.echo(
         f"{name}: version {restored.version} restored to data/{name}/ "
         f"({', '.join(f'{k} {v}' for k, v in restored.rows.items())} rows)."
@@ -240,14 +317,19 @@ def train_cmd(
     overrides: Overrides = None,
 ) -> None:
     """Validate the data, train one method, evaluate it, track it in MLflow, register it
-    and run the promotion gate; files land in runs/."""
+    and run the promotion gate; files land in runs/. Exits non-zero when any of it failed."""
     from tunelab import config as config_mod
+    from tunelab.errors import EvaluationError
     from tunelab.pipeline.method import train_and_register
 
     cfg = _run(config_mod.load, config, overrides)
-    outcome = _run(train_and_register, cfg, _workspace())
+    with _locked():
+        outcome = _run(train_and_register, cfg, _workspace())
     _print_result(outcome.result)
     _print_outcome(outcome)
+    if not outcome.card.ok:
+        # The run is on disk and in MLflow, but unscored: cron and CI must see a failure.
+        raise typer.Exit(code=EvaluationError.exit_code)
 
 
 def _print_result(result) -> None:
@@ -362,9 +444,10 @@ def run_cmd(
     """The milestone pipeline: data gate, every method trained, evaluated, registered and
     compared; ends with the review report and each registered model's champion."""
     os.environ.setdefault("TUNELAB_PROGRESS", "1")
-    from flows.milestone import milestone
+    with _locked():
+        from flows.milestone import milestone
 
-    summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
+        summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
     _print_summary(summary)
 
 
@@ -582,6 +665,31 @@ def registry_rollback(
         f"{name}: champion is now version {change.version} "
         f"(was {change.before.get('champion', 'none')})."
     )
+
+
+@registry_app.command("doctor")
+def registry_doctor(
+    name: Annotated[str | None, typer.Argument(help="Registered model; none = all.")] = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Finish or revert the half-done moves found.")
+    ] = False,
+) -> None:
+    """Find registry moves a crash left half-done (unjudged versions, aliases that did not
+    all move) and, with --repair, finish or revert them."""
+    from tunelab.lifecycle import registry
+
+    target = _tracking()
+    findings = _run(registry.doctor, target, name, repair)
+    if not findings:
+        typer.echo(f"No half-done registry moves at {target.shown}.")
+        return
+    for finding in findings:
+        typer.echo(str(finding))
+    open_ = [f for f in findings if not f.repaired and f.kind != "in progress"]
+    if open_ and not repair:
+        hint = f" {name}" if name else ""
+        typer.echo(f"Run `tunelab registry doctor{hint} --repair` to repair them.")
+        raise typer.Exit(code=1)
 
 
 @app.command("predict")

@@ -222,9 +222,17 @@ class TrainConfig(Section):
         None, ge=1, description="Validation loss every N steps; None = once per epoch."
     )
     save_steps: int = Field(
-        50, ge=1, description="Checkpoint every N steps; a re-run resumes from the last one."
+        50,
+        ge=1,
+        description="Checkpoint every N steps; an interrupted run, re-run unchanged, resumes "
+        "from the last one (a finished run re-run trains again from the start).",
     )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    resume_from: str | None = Field(
+        None,
+        description="Start from this checkpoint folder (checkpoint-N of an earlier run: "
+        "weights, optimizer, schedule, step) instead of from scratch; None = from scratch.",
+    )
     baseline: BaselineConfig = Field(
         default_factory=BaselineConfig, description="Settings for method=baseline."
     )
@@ -248,11 +256,19 @@ class RegistryConfig(Section):
     model_name: str | None = Field(
         None, description="Registered model name; None = '<dataset>-<task role>'."
     )
-    min_improvement: float = Field(
-        0.0, ge=0, description="Smallest gain in the primary metric that can promote."
+    min_improvement: float | None = Field(
+        None,
+        ge=0,
+        description="Smallest gain in the primary metric that can promote; None = the task's "
+        "default: 0.1 for preference (a policy equal to its reference already has reward "
+        "accuracy 0.5, so a winner must order 10 more pairs in 100 right), else 0.",
     )
     significance: float = Field(
-        0.05, gt=0, lt=1, description="Largest p-value of the paired test that can promote."
+        0.05,
+        gt=0,
+        lt=1,
+        description="Largest p-value of the two-sided paired test that can promote; the gate's "
+        "delta interval is at level 1 - significance, so it excludes 0 exactly then.",
     )
     max_latency_p95_ms: float | None = Field(
         None, gt=0, description="Refuse promotion above this p95 per-example latency (ms)."

@@ -1,15 +1,21 @@
 """Errors a user can cause. The CLI prints their message without a traceback.
 
 Every message says what was wrong, where (file, column, row, key) and what to do.
+Each class carries the exit code the CLI ends with (README, "Exit codes"): scripts and
+schedulers tell a failed data gate from a failed training or an unreachable server.
 """
 
 
 class TunelabError(Exception):
     """Base class for errors caused by input, configuration or environment."""
 
+    exit_code = 2  # the input or the request was wrong; click's usage errors use 2 too
+
 
 class ConfigError(TunelabError):
     """A config file or override is invalid."""
+
+    exit_code = 2
 
 
 class DataSourceError(TunelabError):
@@ -26,6 +32,8 @@ class SplitError(TunelabError):
 
 class DataValidationError(TunelabError):
     """The validation gate failed; nothing downstream runs."""
+
+    exit_code = 3
 
     def __init__(self, message: str, failures: list | None = None, docs_path: str | None = None):
         super().__init__(message)
@@ -48,13 +56,19 @@ class ModelError(TunelabError):
 class TrainingError(TunelabError):
     """Training cannot start or stopped: bad method/task/settings, divergence, out of memory."""
 
+    exit_code = 4
+
 
 class EvaluationError(TunelabError):
     """A run cannot be evaluated: no predictions, no test split, a non-finite metric."""
 
+    exit_code = 5
+
 
 class TrackingError(TunelabError):
     """The MLflow tracking server or store cannot be reached or refused a write."""
+
+    exit_code = 6
 
 
 class RegistryError(TunelabError):
@@ -63,3 +77,17 @@ class RegistryError(TunelabError):
 
 class PipelineError(TunelabError):
     """A pipeline finished with required steps failed (the review says which and why)."""
+
+    exit_code = 7
+
+
+class WorkspaceBusyError(TunelabError):
+    """Another run held the workspace for longer than the lock timeout."""
+
+    exit_code = 8
+
+
+class OrchestratorError(TunelabError):
+    """A flow lost its Prefect API; it stopped before its next side effect."""
+
+    exit_code = 9

@@ -3,7 +3,11 @@
 The tables read here are the predictions tables training runs write, one row per test
 example: classification ``reference``, ``prediction`` and optional ``prob_<label>``
 columns; generation ``prompt``, ``reference``, ``prediction``; preference
-``reward_margin``, ``reward_win``, ``loglik_win``, ``before_loglik_win``.
+``reward_margin``, ``reward_win``, ``loglik_win``, ``before_loglik_win`` (wins are 1, ties
+0.5, losses 0: a policy that equals its reference has reward accuracy 0.5, not 0).
+
+Paired tests are two-sided and their intervals invert them: a delta interval at ``level``
+excludes 0 exactly when p <= 1 - level, so a gate at significance s reads both at 1 - s.
 
 Resampling statistics (:func:`bootstrap_ci`, :func:`paired_bootstrap`) reduce a table once
 to per-row arrays and evaluate all resamples on those arrays, so a thousand resamples cost
@@ -40,6 +44,8 @@ SCORE_PREFIX = "_score_"
 
 # Bound on resamples x rows held at once, so large tables do not build a huge index matrix.
 _CHUNK_ELEMENTS = 1_000_000
+# The smallest positive float (an underflowed p-value, a bound just off 0).
+_TINY = math.ulp(0.0)
 
 # Maps a (resamples, rows) matrix of row indices to one metric value per resample.
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -47,7 +53,11 @@ Statistic = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Outcome of a one-sided test that the challenger beats the reference on a metric."""
+    """Outcome of a two-sided paired test of challenger against reference on a metric.
+
+    ``ci_low``/``ci_high`` bound ``delta`` (challenger - reference) at the level the test
+    was run with; the interval excludes 0 exactly when ``p_value <= 1 - level``.
+    """
 
     test: str
     metric: str
@@ -196,13 +206,13 @@ def perplexity(loss: float) -> float:
 
 
 def preference_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
-    """Reward accuracy and margin, log-likelihood win rate and mean log-ratios of a DPO
-    predictions table (``reward_win``, ``reward_margin``, ``loglik_win`` and the
+    """Reward accuracy (ties half) and margin, log-likelihood win rate and mean log-ratios
+    of a DPO predictions table (``reward_margin``, ``loglik_win`` and the
     ``logp_{chosen,rejected}_{policy,ref}`` columns); non-finite values are left out."""
     if table.empty:
         return {}
     metrics = {
-        "reward_accuracy": table["reward_win"].mean(),
+        "reward_accuracy": metric_value(table, "reward_accuracy", "preference"),
         "reward_margin": table["reward_margin"].mean(),
         "loglik_win_rate": table["loglik_win"].mean(),
         "chosen_logratio": (table["logp_chosen_policy"] - table["logp_chosen_ref"]).mean(),
@@ -210,6 +220,12 @@ def preference_metrics(table: pd.DataFrame, prefix: str = "") -> dict[str, float
         "pairs": len(table),
     }
     return {f"{prefix}{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+def win_scores(margins: Sequence[float] | np.ndarray) -> np.ndarray:
+    """1.0 where a margin is positive, 0.5 where it is 0 (a tie), 0.0 where negative."""
+    values = np.asarray(margins, dtype=float)
+    return np.where(values > 0, 1.0, np.where(values == 0, 0.5, 0.0))
 
 
 def loglik_margin_metrics(
@@ -332,10 +348,13 @@ def paired_bootstrap(
     level: float = 0.95,
     seed: int = 0,
 ) -> PairedTest:
-    """One-sided paired bootstrap test that the challenger's metric is higher.
+    """Two-sided paired bootstrap test of the challenger's metric against the reference's.
 
     Both tables are resampled with the same row indices, so per-example difficulty cancels.
-    A p-value of 0.0 means no resample reached the bound: p < 1 / resamples.
+    The p-value and the percentile interval come from the same resampled deltas: with k the
+    number of deltas on the far side of 0 (0 counts for both sides), p = 2 (k + 1) / (B + 1),
+    never 0; the interval is the set of shifts such a test would not reject at
+    ``1 - level``, so it excludes 0 exactly when p <= 1 - level.
     """
     n = _check_aligned(challenger_table, reference_table)
     challenger_stat = _statistic(challenger_table, metric, task)
@@ -344,7 +363,6 @@ def paired_bootstrap(
     everything = np.arange(n)[None, :]
     challenger = float(challenger_stat(everything)[0])
     reference = float(reference_stat(everything)[0])
-    observed = challenger - reference
     rng = np.random.default_rng(seed)
     deltas = np.concatenate(
         [
@@ -352,17 +370,15 @@ def paired_bootstrap(
             for idx in _index_chunks(rng, n, _positive(resamples, "resamples"))
         ]
     )
-    # Shifted bootstrap (Koehn 2004; Berg-Kirkpatrick et al. 2012): p = P(d_b - d >= d).
-    # With no observed improvement there is nothing to reject, so p = 1.
-    p_value = float(np.mean(deltas - observed >= observed)) if observed > 0 else 1.0
-    low, high = _percentiles(deltas, level)
+    p_value = _bootstrap_p(deltas, 0.0)
+    low, high = _bootstrap_interval(deltas, _alpha(level))
     return PairedTest(
         test="paired_bootstrap",
         metric=metric,
         n=n,
         challenger=challenger,
         reference=reference,
-        delta=observed,
+        delta=challenger - reference,
         ci_low=low,
         ci_high=high,
         p_value=p_value,
@@ -375,14 +391,15 @@ def mcnemar(
     level: float = 0.95,
     metric: str = "accuracy",
 ) -> PairedTest:
-    """Exact one-sided McNemar test that the challenger is more often right.
+    """Exact two-sided McNemar test of the challenger's accuracy against the reference's.
 
-    Only the discordant pairs count: b (challenger right, reference wrong) is binomial
-    with n = b + c and p = 0.5 under H0, so p_value = P(X >= b). The interval is the Wald
-    interval of the paired accuracy difference, a normal approximation (too narrow for
-    very few discordant pairs).
+    Only the discordant pairs count: b (challenger right, reference wrong) is binomial with
+    m = b + c and 1/2 under H0, so p = min(1, 2 P(X >= max(b, c))). The interval is the
+    exact (Clopper-Pearson) interval of b / m at ``level``, the one this test inverts,
+    mapped to the accuracy difference delta = m / n (2 b / m - 1): it excludes 0 exactly when
+    p <= 1 - level.
     """
-    from scipy.stats import binomtest, norm
+    from scipy.stats import beta, binom
 
     challenger = np.asarray(challenger_correct, dtype=bool)
     reference = np.asarray(reference_correct, dtype=bool)
@@ -396,20 +413,32 @@ def mcnemar(
         raise ValueError("McNemar needs at least one test example; both inputs are empty.")
     b = int(np.sum(challenger & ~reference))
     c = int(np.sum(~challenger & reference))
-    p_value = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5, alternative="greater").pvalue)
-    delta = (b - c) / n
-    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
-    z = float(norm.ppf(0.5 + _check_level(level) / 2))
+    m = b + c
+    alpha = _alpha(level)
+    if m == 0:
+        p_value, low, high = 1.0, 0.0, 0.0
+    else:
+        tail = float(binom.sf(max(b, c) - 1, m, 0.5))
+        # 2^-m underflows for thousands of discordant pairs; the p-value is still above 0.
+        p_value = min(1.0, max(2.0 * tail, _TINY))
+        pi_low = float(beta.ppf(alpha / 2, b, m - b + 1)) if b > 0 else 0.0
+        pi_high = float(beta.ppf(1 - alpha / 2, b + 1, m - b)) if b < m else 1.0
+        low, high = (m / n) * (2 * pi_low - 1), (m / n) * (2 * pi_high - 1)
+        # At p == alpha the exact bound is 0 itself; round-off must not split test and interval.
+        if p_value <= alpha:
+            low, high = (max(low, _TINY), high) if b > c else (low, min(high, -_TINY))
+        else:
+            low, high = min(low, 0.0), max(high, 0.0)
     return PairedTest(
         test="mcnemar",
         metric=metric,
         n=n,
         challenger=float(challenger.mean()),
         reference=float(reference.mean()),
-        delta=float(delta),
-        ci_low=float(delta - z * se),
-        ci_high=float(delta + z * se),
-        p_value=p_value,
+        delta=float((b - c) / n),
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=float(p_value),
     )
 
 
@@ -466,6 +495,9 @@ def _statistic(table: pd.DataFrame, metric: str, task: str) -> Statistic:
     column = PREFERENCE_COLUMNS.get(metric)
     if column is None:
         _unknown_metric(table, metric, task)
+    if metric == "reward_accuracy" and "reward_margin" in table.columns:
+        # From the margin, so tables whose reward_win counted ties as losses score the same.
+        return _mean_statistic(win_scores(table["reward_margin"].to_numpy(dtype=float)))
     if column not in table.columns:
         raise ValueError(
             f"Metric {metric!r} needs a {column!r} column in the preference predictions "
@@ -622,6 +654,36 @@ def _index_chunks(rng: np.random.Generator, n: int, resamples: int):
     chunk = max(1, _CHUNK_ELEMENTS // n)
     for start in range(0, resamples, chunk):
         yield rng.integers(0, n, size=(min(chunk, resamples - start), n))
+
+
+def _bootstrap_p(deltas: np.ndarray, null: float) -> float:
+    """Two-sided p of ``null`` against resampled deltas: 2 (k + 1) / (B + 1), k the fewer of
+    the deltas at or below and at or above it."""
+    below = int(np.count_nonzero(deltas <= null))
+    above = int(np.count_nonzero(deltas >= null))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (deltas.size + 1))
+
+
+def _bootstrap_interval(deltas: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The shifts whose :func:`_bootstrap_p` exceeds ``alpha``: order statistics of the deltas.
+
+    A shift x has p > alpha iff at least j - 1 deltas lie at or below x and at or above it,
+    j the smallest count with 2 j / (B + 1) > alpha (the same expression as the p-value).
+    """
+    size = deltas.size
+    j = max(1, math.floor(alpha * (size + 1) / 2) - 1)
+    while 2.0 * j / (size + 1) <= alpha:
+        j += 1
+    if j == 1:
+        # Too few resamples to reject at alpha: no shift is excluded.
+        return -math.inf, math.inf
+    ordered = np.sort(deltas)
+    return float(ordered[j - 2]), float(ordered[size - j + 1])
+
+
+def _alpha(level: float) -> float:
+    # 1 - level as the user wrote it: 1 - 0.95 is 0.050000000000000044 in floats.
+    return round(1.0 - _check_level(level), 12)
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:

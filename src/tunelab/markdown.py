@@ -1,6 +1,10 @@
 """The Markdown kit every report shares: escaping, tables, links, plots, one HTML page.
 
-Cells and lines are escaped here, once; ``table`` expects cells that already are.
+Reports show text that came from data, models, configs and errors, so none of it may
+act as Markdown or HTML: cells and lines are escaped here, once (``cell``, ``inline``,
+``code``); ``table`` expects cells that already are. ``render_html`` is the second line:
+the page it writes shows raw HTML as text, links only to relative paths or http(s), and
+shows images only from the report's own folder, embedded.
 Plots use matplotlib's object API (``Figure``, rendered by Agg), so no pyplot state or
 GUI backend is involved.
 """
@@ -27,6 +31,20 @@ tr:nth-child(even) td { background: #fafafa; }
 code { background: #f3f3f3; padding: 0 .2rem; border-radius: 3px; }
 img { max-width: 100%; height: auto; }
 """
+WEB_SCHEMES = ("http", "https")
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+}
+# Markdown syntax a text could carry; backslash-escaped it shows as itself.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*\[\]])")
+# An underscore between letters or digits never starts emphasis: leave names readable.
+_LOOSE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+# Browsers ignore these inside a URL's scheme ("java\tscript:").
+_URL_IGNORED = re.compile(r"[\x00-\x20\x7f]+")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 # --- text ---------------------------------------------------------------------------
@@ -44,17 +62,23 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def escape(text: str) -> str:
+    """Plain text as Markdown that shows it as written: HTML and Markdown syntax escaped."""
+    text = _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
+    return _LOOSE_UNDERSCORE.sub(r"\\_", text)
+
+
 def cell(value: object, width: int = 10_000) -> str:
-    """Text safe inside a table cell: cut to ``width``, HTML and pipes escaped, newlines <br>."""
+    """Text safe inside a table cell: cut to ``width``, escaped, newlines <br>."""
     if _missing(value):
         return MISSING
-    text = html.escape(short(str(value), width), quote=False).replace("|", "\\|")
+    text = escape(short(str(value), width)).replace("|", "\\|")
     return re.sub(r"\r\n|\r|\n", "<br>", text)
 
 
 def inline(value: object) -> str:
     """Text safe on one Markdown line (and in a table cell)."""
-    return html.escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
+    return escape(" ".join(str(value).split())).replace("|", "\\|")
 
 
 def code(value: object) -> str:
@@ -69,20 +93,29 @@ def short(text: str, width: int) -> str:
 
 
 def url(target: str) -> str:
-    """A URL safe inside a Markdown link: spaces and other unsafe characters quoted."""
-    return quote(target, safe=":/?#[]@!$&'()*+,;=%~")
+    """A URL safe inside a Markdown link: spaces, quotes, parentheses and the like quoted."""
+    return quote(target, safe=":/?#[]@!$&*+,;=%~")  # [] kept for IPv6 hosts
+
+
+def web_link(target: str, text: str | None = None) -> str:
+    """A link to an http(s) URL; any other target is shown as text, not linked."""
+    shown = inline(target if text is None else text)
+    if urlparse(target).scheme.lower() not in WEB_SCHEMES:
+        return shown
+    return f"[{shown}]({url(target)})"
 
 
 def link(target: str, folder: Path, text: str | None = None) -> str:
     """A Markdown link to a URL or a local file, shown as ``text`` (default: the file name).
 
     Local paths (as seen from the working directory) are made relative to ``folder``,
-    where the report lives, so the link survives moving the workspace.
+    where the report lives, so the link survives moving the workspace. Only http(s)
+    URLs and files are linked: a ``javascript:`` or ``data:`` target is shown as text.
     """
     parsed = urlparse(target)
-    if parsed.scheme in ("http", "https"):
-        return f"[{inline(target if text is None else text)}]({url(target)})"
-    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(target)
+    if parsed.scheme.lower() not in ("", "file") and not re.match(r"^[A-Za-z]:[\\/]", target):
+        return web_link(target, text)
+    path = Path(unquote(parsed.path)) if parsed.scheme.lower() == "file" else Path(target)
     path = Path(os.path.relpath(path.resolve(), Path(folder).resolve()))
     shown = (path.name or target) if text is None else text
     return f"[{inline(shown)}]({quote(path.as_posix())})"
@@ -126,15 +159,17 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def render_html(markdown_text: str, title: str, folder: Path) -> str:
-    """A standalone HTML page of the Markdown; local PNGs it shows become data URIs."""
+    """A standalone HTML page of the Markdown (see the module's docstring for what it allows).
+
+    Raw HTML is shown as text, bar the ``<br>`` that ``cell`` writes; a link that is
+    neither relative nor http(s) loses its target; an image that is not a file of
+    ``folder`` is replaced by its alt text, and the folder's images become data URIs.
+    """
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
-    body = re.sub(
-        r'(<img\b[^>]*?\bsrc=")([^"]*)(")',
-        lambda m: m.group(1) + _data_uri(m.group(2), Path(folder)) + m.group(3),
-        body,
-    )
+    converter = markdown.Markdown(extensions=["tables"], output_format="html")
+    _make_safe(converter, Path(folder))
+    body = converter.convert(markdown_text)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n"
@@ -142,12 +177,55 @@ def render_html(markdown_text: str, title: str, folder: Path) -> str:
     )
 
 
-def _data_uri(src: str, folder: Path) -> str:
-    """The PNG at ``src`` (relative to the folder) as a data URI; other sources unchanged."""
+def _make_safe(converter, folder: Path) -> None:
+    """No raw HTML but <br>, and a last pass over the tree that checks links and images."""
+    import xml.etree.ElementTree as etree
+
+    from markdown.inlinepatterns import InlineProcessor
+    from markdown.treeprocessors import Treeprocessor
+
+    class LineBreak(InlineProcessor):
+        def handleMatch(self, m, data):  # noqa: N802 - Markdown's API
+            return etree.Element("br"), m.start(0), m.end(0)
+
+    class Sanitise(Treeprocessor):
+        def run(self, root):
+            for element in root.iter():
+                if element.tag == "a" and not safe_href(element.get("href", "")):
+                    element.attrib.pop("href", None)
+                elif element.tag == "img":
+                    source = _embedded_image(element.get("src", ""), folder)
+                    if source is None:  # shown as its alt text instead
+                        alt = element.get("alt", "")
+                        element.tag, element.text = "span", f"[image: {alt}]" if alt else ""
+                        element.attrib.clear()
+                    else:
+                        element.set("src", source)
+
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    converter.inlinePatterns.register(LineBreak(r"<br\s*/?>", converter), "br", 90)
+    # After 'unescape' (priority 0): attributes hold their final text by then.
+    converter.treeprocessors.register(Sanitise(converter), "sanitise", -10)
+
+
+def safe_href(href: str) -> bool:
+    """True for a relative reference (not starting with / or \\) or an http(s) URL."""
+    target = _URL_IGNORED.sub("", html.unescape(href))
+    scheme = _URL_SCHEME.match(target)
+    if scheme:
+        return scheme.group(1).lower() in WEB_SCHEMES
+    return not target.startswith(("/", "\\"))
+
+
+def _embedded_image(src: str, folder: Path) -> str | None:
+    """An image file of the folder (a relative path) as a data URI; None for anything else."""
     target = unquote(html.unescape(src))
-    if urlparse(target).scheme or not target.lower().endswith(".png"):
-        return src
-    path = (folder / target).resolve()
-    if not path.is_file() or not path.is_relative_to(folder.resolve()):
-        return src
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    if _URL_SCHEME.match(_URL_IGNORED.sub("", target)) or target.startswith(("/", "\\")):
+        return None
+    root = folder.resolve()
+    path = (root / target).resolve()
+    kind = IMAGE_TYPES.get(path.suffix.lower())
+    if kind is None or not path.is_file() or not path.is_relative_to(root):
+        return None
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")

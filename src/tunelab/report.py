@@ -9,6 +9,10 @@ Each method's numbers come from the files its run folder holds (``scorecard.json
 ``train_result.json``, ``predictions.parquet``), read as plain JSON and Parquet so this
 module depends on no other part of tunelab. A method whose training failed, or whose
 scorecard is missing or failed, is shown as failed with its error.
+
+Names, texts, predictions and errors come from data, models and configs: every one goes
+through the escaping of ``markdown`` (never straight into the page), and errors are
+redacted, so the review shows them as text and leaks no credential.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from urllib.parse import urlparse
 
 from tunelab import markdown as md
 from tunelab.pipeline.records import MethodRecord, Registration
+from tunelab.redaction import redact
 from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, SCORECARD_FILE, input_column
 
 MARKDOWN_FILE = "review.md"
@@ -193,8 +198,8 @@ def _table_row(run: _Run) -> dict:
 
 
 def _error(error: object) -> str:
-    """An error on one line, cut to ERROR_CHARS."""
-    return md.short(" ".join(str(error).split()), ERROR_CHARS)
+    """An error on one line, credentials masked, cut to ERROR_CHARS."""
+    return md.short(" ".join(redact(str(error)).split()), ERROR_CHARS)
 
 
 # --- sections -----------------------------------------------------------------------
@@ -223,7 +228,7 @@ def _header(review: Review, folder: Path) -> str:
 def _dataset_section(name: str, data: DatasetEntry | None, runs: list[_Run], folder: Path) -> str:
     """Everything about one dataset: its data, the methods, charts, examples, decisions."""
     task = _task(runs)
-    heading = f"## {md.inline(name)}" + (f" ({task})" if task else "")
+    heading = f"## {md.inline(name)}" + (f" ({md.inline(task)})" if task else "")
     parts = [heading, _data_part(data, folder), _best_line(runs)]
     parts.append(_methods_part(runs, task))
     parts.append(_comparison_part(name, runs, folder))
@@ -262,7 +267,7 @@ def _best_line(runs: list[_Run]) -> str:
         return f"**No method finished** ({len(failed)} of {len(runs)} failed)." if runs else ""
     best = max(scored, key=lambda r: r.primary)
     metric = best.card.get("primary_metric")
-    text = f"**Best:** {md.code(best.method)} with {metric} {_metric_ci(best)}"
+    text = f"**Best:** {md.code(best.method)} with {md.inline(metric)} {_metric_ci(best)}"
     if failed:
         text += f"; {len(failed)} of {len(runs)} methods failed"
     return text + "."
@@ -461,8 +466,8 @@ def _decision_cells(run: _Run) -> list[str]:
     p_value = _number(decision.p_value)
     test = decision.test or NONE
     n = decision.n
-    tested = f"{md.cell(test)}, p = {_fmt_p(p_value)}" + (f" (n={n})" if n else "")
-    outcome = f"**{decision.outcome}**"
+    tested = f"{md.cell(test)}, {_fmt_p(p_value)}" + (f" (n={n})" if n else "")
+    outcome = f"**{md.inline(decision.outcome)}**"
     return [
         md.code(run.method),
         model,
@@ -525,7 +530,7 @@ def _mlflow_cell(run: _Run) -> str:
     done = run.registration
     if done.run_url:
         label = done.run_id[:8] if done.run_id else "run"
-        return f"[{md.cell(label)}]({md.url(done.run_url)})"
+        return md.web_link(done.run_url, label)
     return md.code(done.run_id) if done.run_id else NONE
 
 
@@ -614,9 +619,10 @@ def _fmt_metric(value: float | None, metric: str | None = None) -> str:
 
 
 def _fmt_p(value: float | None) -> str:
+    """'p = 0.0123', or 'p < 0.001' below that: a p-value is never shown as 0."""
     if value is None:
-        return NONE
-    return f"{value:.3g}" if value >= 0.001 else "< 0.001"
+        return f"p = {NONE}"
+    return f"p = {value:.3g}" if value >= 0.001 else "p < 0.001"
 
 
 def _fmt_number(value: float | None) -> str:

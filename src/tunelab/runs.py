@@ -1,4 +1,5 @@
-"""A run folder: where a training run lives, the files in it and the record of it.
+"""A run folder: where a training run lives, the files in it and the record of it, and
+the fingerprint of everything its result depends on, which names it.
 
 One definition for every stage: training writes these files, scoring reads them, the
 lifecycle layer logs them, the review shows them. Nothing here imports torch, MLflow or
@@ -7,13 +8,18 @@ the orchestrator.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import platform
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 from tunelab.config import RunConfig, digest
 from tunelab.errors import TrainingError
 from tunelab.files import write_json_atomic
+from tunelab.models.resolution import file_digest, weights_id
 from tunelab.workspace import Workspace
 
 RESULT_FILE = "train_result.json"
@@ -24,6 +30,23 @@ PROMPT_EXAMPLE_FILE = "prompt_example.txt"
 # The column that holds a model's input, in the order looked for: classification text,
 # generation input, preference prompt.
 INPUT_COLUMNS = ("text", "input", "prompt")
+# Libraries a run's result depends on: recorded with every run, part of its fingerprint.
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "rouge-score",
+    "sacrebleu",
+)
+PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def save_record(record, folder: str | Path, name: str) -> Path:
@@ -122,18 +145,101 @@ def run_name(cfg: RunConfig, data_version: str | None) -> str:
 
 
 def run_key(cfg: RunConfig, data_version: str | None) -> str:
-    """Same model, training config and data version -> same key -> the same folder to resume."""
-    payload = {
-        "model": cfg.model.model_dump(mode="json"),
-        "train": cfg.train.model_dump(mode="json"),
-        "task": cfg.data.task,
-        "labels": cfg.data.labels,
-        "data_version": data_version,
-    }
-    return digest(payload, length=10)
+    """The run's fingerprint, short: a rerun of the same run finds its folder (and resumes
+    it if it was cut off); anything that changes the result gets a new folder."""
+    return fingerprint(cfg, data_version)[:10]
+
+
+def is_finished(folder: str | Path) -> bool:
+    """Whether a run folder holds a completed run (its train_result.json)."""
+    return (Path(folder) / RESULT_FILE).is_file()
 
 
 def run_dir(cfg: RunConfig, workspace: Workspace, data_version: str | None) -> Path:
     """runs/<dataset>/<method>-<model>-<key>/ in the workspace."""
     name = f"{method_label(cfg)}-{model_label(cfg)}-{run_key(cfg, data_version)}"
     return workspace.root / "runs" / cfg.data.name / name
+
+
+# ---------------------------------------------------------------- what a result depends on
+
+
+def fingerprint(cfg: RunConfig, data_version: str | None, code: str | None = None) -> str:
+    """Hash of everything a training run's result depends on: the data, model and train
+    config, the data version, the code, the library versions and the weights it starts
+    from. It names the run folder and keys the cached train step, so whatever recomputes
+    one also changes the other. ``code`` is a code_version() computed earlier."""
+    config = cfg.model_dump(mode="json")
+    payload = {
+        "config": {section: config[section] for section in ("data", "model", "train")},
+        "data_version": data_version,
+        "code": code or code_version(),
+        "libraries": library_versions(),
+        "starts_from": starting_point(cfg),
+    }
+    return digest(payload, length=20)
+
+
+def starting_point(cfg: RunConfig) -> dict[str, str]:
+    """What pins the weights a run starts from: the model (none for the sklearn
+    baselines), the run a DPO init_from names, a train.resume_from checkpoint."""
+    t = cfg.train
+    found = {}
+    if t.method == "dpo" and t.dpo.init_from:
+        found["init_from"] = _folder_id(Path(t.dpo.init_from).expanduser(), RESULT_FILE)
+    elif model_label(cfg) != "sklearn":
+        found["model"] = weights_id(cfg.model.name, cfg.model.revision)
+    if t.resume_from:
+        found["resume_from"] = _folder_id(Path(t.resume_from).expanduser(), "trainer_state.json")
+    return found
+
+
+def _folder_id(folder: Path, record: str) -> str:
+    """A run or checkpoint folder by the record it writes last (a rerun rewrites it);
+    any other folder by its files."""
+    try:
+        if (folder / record).is_file():
+            return f"{record}:{file_digest(folder / record)}"
+    except OSError:
+        pass
+    return weights_id(str(folder))
+
+
+def code_version() -> str:
+    """Hash of the code that runs: the Python files of tunelab and of the flows package."""
+    return digest(
+        [
+            [f"{folder.name}/{path.relative_to(folder).as_posix()}", file_digest(path)]
+            for folder in code_folders()
+            for path in sorted(folder.rglob("*.py"))
+        ]
+    )
+
+
+def code_folders() -> list[Path]:
+    """tunelab's package folder and the flows package's (found, not imported: flows
+    import Prefect)."""
+    folders = [PACKAGE_ROOT]
+    try:
+        spec = importlib.util.find_spec("flows")
+    except (ImportError, ValueError):
+        spec = None
+    folders += [Path(p) for p in (spec.submodule_search_locations or [])[:1]] if spec else []
+    return folders
+
+
+def library_versions() -> dict[str, str]:
+    """Python's version and those of the installed LIBRARIES."""
+    return dict(_library_versions())
+
+
+@cache
+def _library_versions() -> dict[str, str]:
+    # Looked up once: a running process keeps the libraries it imported.
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

@@ -14,6 +14,8 @@ from tunelab import config
 from tunelab.errors import RegistryError
 from tunelab.lifecycle import predict, registry
 from tunelab.pipeline.method import Outcome, train_and_register
+from tunelab.runs import TrainResult
+from tunelab.scorecard import Scorecard
 from tunelab.workspace import Workspace
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -36,8 +38,19 @@ def tiny_encoder(seed: int = 42) -> config.RunConfig:
     )
 
 
-def tfidf() -> config.RunConfig:
-    return config.load(CONFIGS / "sentiment-tfidf.yaml")
+def tfidf(*overrides: str) -> config.RunConfig:
+    return config.load(CONFIGS / "sentiment-tfidf.yaml", list(overrides))
+
+
+def trained_tfidf(root: Path) -> tuple[Workspace, config.RunConfig, TrainResult, Scorecard]:
+    """A TF-IDF run trained and evaluated in a workspace at ``root`` (seconds): what a
+    registration takes, ready to register as often as a test needs."""
+    from tunelab.pipeline import method
+
+    workspace = Workspace(Path(root))
+    cfg = tfidf()
+    result = method.train_from_config(cfg, workspace)
+    return workspace, cfg, result, method.evaluate(cfg, result, workspace)
 
 
 def run_registry_story(workspace: Workspace) -> dict[str, Outcome]:

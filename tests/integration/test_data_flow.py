@@ -129,7 +129,7 @@ def test_cli_bad_inputs_fail_clearly_and_keep_the_earlier_version(workspace, tmp
     write_csv(splits_dir / "train.csv", rows)
     write_csv(splits_dir / "test.csv", rows[:4] + rows[-4:])
     code, out = run_cli("data", "prepare", str(cfg_path), "--set", f"data.source={splits_dir}")
-    assert code == 2
+    assert code == 3  # the data gate failed
     assert "leak" in out.lower() and "Data Docs" in out
 
     # Nothing was lost: the first version is current, listed, and restorable.

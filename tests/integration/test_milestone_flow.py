@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tunelab.lifecycle import registry, tracking
+from tunelab.runs import TrainResult
 
 pytestmark = pytest.mark.integration
 
@@ -75,9 +76,12 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
         data_version = runs[0].data.tags["tunelab.data_version"]
         assert runs[0].info.run_name.endswith(f"-{data_version[:8]}"), runs[0].info.run_name
     # The sklearn TF-IDF baseline is significantly better than the majority class on the
-    # 30-row test split; tiny random decoders with DPO beat the untrained reference.
+    # 30-row test split. The tiny random decoder's DPO policy is judged against the
+    # untrained reference (ties count half: 0.5) and is champion only if the gate said so.
     assert summary.champions["tiny-sentiment-classifier"] is not None
-    assert summary.champions["tiny-preferences-policy"] == "1"
+    dpo = methods[("tiny-preferences", "dpo")].registration.decision
+    assert dpo.reference == 0.5, dpo.reason
+    assert (summary.champions["tiny-preferences-policy"] == "1") == dpo.promote, dpo.reason
     champion = registry.aliases(target, "tiny-sentiment-classifier")["champion"]
     assert methods[("tiny-sentiment", "tfidf")].registration.version == champion
 
@@ -131,12 +135,20 @@ def test_refresh_recomputes_and_methods_can_run_concurrently(milestone_workspace
     sentiment = raw["datasets"]["tiny-sentiment"]
     raw["concurrency"] = 2
     raw["datasets"] = {
-        "tiny-sentiment": {"majority": sentiment["majority"], "tfidf": sentiment["tfidf"]}
+        "tiny-sentiment": {
+            "majority": sentiment["majority"],
+            "tfidf": sentiment["tfidf"],
+            "full": sentiment["full"],
+        }
     }
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     summary = milestone(str(config), str(milestone_workspace.root), refresh=True)
-    assert [m.method for m in summary.methods] == ["majority", "tfidf"]
+    assert [m.method for m in summary.methods] == ["majority", "tfidf", "full"]
     assert all(m.ok and m.reused == [] for m in summary.methods)
+    # A recomputed Trainer step trains from scratch: it does not resume from the final
+    # checkpoint of the run it replaces (zero steps, the old weights as new).
+    full = TrainResult.load(summary.methods[2].run_dir)
+    assert full.resumed_from is None and full.train_steps > 0
 
 
 def test_a_failed_method_does_not_stop_the_others(milestone_workspace, tmp_path):

@@ -152,3 +152,70 @@ def test_generators_are_registered_and_generate_text(local_store, config_name, m
     loaded = predict.load(tracking.setup(local_store), f"{model_name}@{alias}")
     answers = loaded.predict(["Summarise: the meeting moved to Friday."])
     assert len(answers) == 1 and isinstance(answers[0], str)
+
+
+def test_doctor_sets_aliases_back_and_closes_what_stopped(local_store):
+    """Hand-moved aliases, an overtaken interrupted move and a never-judged version."""
+    from mlflow import MlflowClient
+    from registry_scenario import trained_tfidf
+
+    from tunelab.pipeline import method
+
+    _, cfg, result, card = trained_tfidf(local_store.root)
+    target = tracking.setup(local_store)
+    first = method.track_and_register(cfg, result, card, local_store, target)
+    other = tfidf("registry.significance=0.04")  # another config: another registration
+    second = method.track_and_register(other, result, card, local_store, target)
+    assert (first.version, second.version) == ("1", "2")
+    assert registry.aliases(target, NAME) == {"champion": "1", "challenger": "2"}
+    assert registry.doctor(target) == []
+
+    client = MlflowClient()
+    client.set_registered_model_alias(NAME, "champion", "2")  # by hand, off the record
+    # An old promotion of v2 that stopped before its moves; v1's later decision overtook it.
+    old = "moving: gate decision at 2000-01-01T00:00:00.000000+00:00; "
+    client.set_model_version_tag(
+        NAME, "2", registry.STATE, old + "previous=1, champion=2, challenger=-; before champion=1"
+    )
+    # A version whose registration stopped right after creating it (no decision tags).
+    client.create_model_version(
+        NAME, source=first.tracked.model_uri, run_id=first.run_id, model_id=first.tracked.model_id
+    )
+
+    # What every registration does first: close the overtaken move, leave the young
+    # version (it may be another registration at work), only report the hand move.
+    recovered = registry.recover(target, NAME)
+    assert [(f.version, f.kind, f.repaired) for f in recovered] == [
+        ("2", "interrupted", True),
+        ("3", "in progress", False),
+        (None, "inconsistent", False),
+    ]
+    assert "superseded" in recovered[0].action
+    assert registry.aliases(target, NAME)["champion"] == "2"
+
+    found = registry.doctor(target, NAME, pending_after_s=0)
+    assert [(f.version, f.kind, f.repaired) for f in found] == [
+        ("3", "unjudged", False),
+        (None, "inconsistent", False),
+    ]
+    assert "champion=2" in found[1].problem and "To repair: set champion=1" in str(found[1])
+
+    # The command reports what is open and fails until it is repaired.
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    shown = CliRunner().invoke(app, ["registry", "doctor", NAME])
+    assert shown.exit_code == 1, shown.output
+    assert "inconsistent" not in shown.output and "To repair: set champion=1" in shown.output
+    assert f"tunelab registry doctor {NAME} --repair" in shown.output
+    assert registry.aliases(target, NAME)["champion"] == "2"  # reporting changes nothing
+
+    fixed = registry.doctor(target, NAME, repair=True, pending_after_s=0)
+    assert [(f.kind, f.repaired) for f in fixed] == [("unjudged", True), ("inconsistent", True)]
+    assert registry.aliases(target, NAME) == {"champion": "1", "challenger": "2"}
+    tags = {v: registry.version_info(target, NAME, v).tags for v in ("2", "3")}
+    assert tags["2"][registry.STATE].startswith("superseded: gate decision")
+    assert tags["3"][registry.STATE] == "abandoned"
+    assert tags["3"]["gate.decision"] == "not judged"
+    assert registry.doctor(target) == []

@@ -104,3 +104,31 @@ def test_retraining_skips_unchanged_data_and_gates_changed_data(retrain_setup):
         assert float(v2.tags["gate.p_value"]) <= 0.05 and float(v2.tags["gate.delta"]) > 0
     else:
         assert aliases == {"champion": "1", "challenger": "2"}
+
+
+def test_retraining_waits_for_a_run_that_holds_the_workspace(retrain_setup, monkeypatch):
+    """A scheduled run while another run writes: it waits, then fails clearly, untouched."""
+    import subprocess
+    import sys
+
+    from flows.retrain import scheduled_retraining
+    from tunelab.errors import WorkspaceBusyError
+
+    workspace, config, _ = retrain_setup
+    hold = (
+        "import sys, time\nfrom tunelab.workspace import Workspace\n"
+        "with Workspace.resolve(sys.argv[1]).lock():\n    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(workspace.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("TUNELAB_LOCK_TIMEOUT", "1")
+        with pytest.raises(WorkspaceBusyError, match=f"pid {holder.pid}"):
+            scheduled_retraining(str(config), str(workspace.root))
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert not workspace.mlruns_dir.exists() and not workspace.data_dir.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import pandas as pd
 import pytest
@@ -98,6 +99,17 @@ def test_tfidf_beats_majority_on_learnable_data(tmp_path):
     # Coefficients: one row per class over the vocabulary, plus the intercepts.
     assert tfidf.trainable_params > 0 and tfidf.trainable_params % 3 == 0
     assert tfidf.artifact("model").is_file()
+
+
+def test_tfidf_is_saved_with_skops_or_not_at_all(tmp_path, monkeypatch):
+    """Never a pickle (joblib): loading one runs whatever code the file names."""
+    data = _toy_sentiment()
+    saved = _run(tmp_path, data, *CLASSIFICATION, "train.baseline.kind=tfidf", name="a")
+    assert saved.artifacts["model"] == "model.skops"
+    monkeypatch.setitem(sys.modules, "skops.io", None)  # skops not installed
+    with pytest.raises(TrainingError, match=r"skops.*pip install skops"):
+        _run(tmp_path, data, *CLASSIFICATION, "train.baseline.kind=tfidf", name="b")
+    assert not list((tmp_path / "b").rglob("*.joblib"))
 
 
 def test_tfidf_reads_text_pair(tmp_path):

@@ -84,6 +84,106 @@ def test_train_refuses_a_method_task_mismatch_without_traceback(tmp_path):
             "train.method=dpo",
         ],
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # TrainingError: training cannot start
     assert "train.method=dpo cannot train classification" in result.output
     assert "Traceback" not in result.output
+
+
+EXIT_CODES = {
+    "ConfigError": 2,
+    "DataValidationError": 3,
+    "TrainingError": 4,
+    "EvaluationError": 5,
+    "TrackingError": 6,
+    "PipelineError": 7,
+    "WorkspaceBusyError": 8,
+    "OrchestratorError": 9,
+}
+
+
+@pytest.mark.parametrize(("name", "code"), EXIT_CODES.items())
+def test_each_kind_of_failure_has_its_exit_code(tmp_path, monkeypatch, name, code):
+    """Cron and CI tell a failed data gate from a failed training or a dead server."""
+    from tunelab import errors
+    from tunelab.pipeline import method
+
+    def fail(cfg, workspace):
+        raise getattr(errors, name)(f"{name} happened")
+
+    monkeypatch.setattr(method, "train_and_register", fail)
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config])
+    assert result.exit_code == code, result.output
+    assert f"{name} happened" in result.output and "Traceback" not in result.output
+
+
+def test_train_exits_5_when_evaluation_failed(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tunelab import cli
+    from tunelab.pipeline import method
+
+    card = SimpleNamespace(ok=False, error="no predictions.parquet in the run folder")
+    outcome = SimpleNamespace(result=None, card=card, registration=None)
+    monkeypatch.setattr(method, "train_and_register", lambda cfg, workspace: outcome)
+    monkeypatch.setattr(cli, "_print_result", lambda result: None)
+    monkeypatch.setattr(cli, "_print_outcome", lambda outcome: print("Evaluation failed"))
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config])
+    assert result.exit_code == 5, result.output
+    assert "Evaluation failed" in result.output
+
+
+def test_train_exits_6_when_the_tracking_server_is_unreachable(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(
+        app,
+        ["--workdir", str(tmp_path), "train", config],
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+    )
+    assert result.exit_code == 6, result.output
+    assert "did not answer" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_readme_documents_every_exit_code():
+    from tunelab import errors
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    for name, code in EXIT_CODES.items():
+        assert getattr(errors, name).exit_code == code
+        assert f"| {code} |" in table and f"`{name}`" in table, name
+
+
+def test_a_flow_that_lost_its_api_exits_9_without_traceback(tmp_path, monkeypatch):
+    """The flow's own end cannot be reported either: Prefect raises a connection error
+    whose context holds the error that stopped the flow."""
+    import httpx
+
+    import flows.milestone
+    from tunelab.errors import OrchestratorError
+
+    def lost(*args):
+        try:
+            raise OrchestratorError("The Prefect API at http://127.0.0.1:1/api stopped answering")
+        except OrchestratorError:
+            raise httpx.ConnectError("[Errno 111] Connection refused") from None
+
+    monkeypatch.setattr(flows.milestone, "milestone", lost)
+    args = ["--workdir", str(tmp_path), "run", str(CONFIGS / "tiny.yaml")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 9, result.output
+    assert "stopped answering" in result.output and "Traceback" not in result.output
+
+    def lost_at_the_end(*args):
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(flows.milestone, "milestone", lost_at_the_end)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 9 and "lost its Prefect API" in result.output

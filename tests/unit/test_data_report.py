@@ -252,3 +252,31 @@ def test_preference_report_compares_chosen_and_rejected(tmp_path):
     assert "chosen-vs-rejected.png" in {p.name for p in report.plots}
     header = cells(table_rows(md, "Examples")[0].replace("| ---", "|x"))
     assert len(header) == 4
+
+
+def test_hostile_rows_and_labels_are_shown_as_text(tmp_path):
+    from html_check import HOSTILE, assert_inert
+
+    from tunelab import markdown
+
+    frame = pd.DataFrame(
+        {
+            "text": [HOSTILE, "a plain row", "another plain row", "[y](data:text/html,z)"],
+            "label": [HOSTILE, "plain", "plain", HOSTILE],
+        }
+    )
+    report = write_report(
+        "hostile",
+        "classification",
+        "v1",
+        {"train": frame, "test": frame.iloc[:2]},
+        Workspace(tmp_path),
+        seed=1,
+    )
+    page = markdown.render_html(report.markdown, "data", report.directory)
+
+    assert_inert(page)
+    assert "<script" not in page and '<img src="http' not in page
+    assert 'href="javascript' not in page and 'href="data' not in page
+    assert "[x](javascript:alert(1)) ![](http://evil.example/x.png) &lt;script&gt;" in page
+    assert "[y](data:text/html,z)" in page

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binom
+from scipy.stats import binomtest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from tunelab import evaluate
@@ -226,7 +226,8 @@ def test_paired_bootstrap_identical_and_worse_challengers_are_not_significant():
     assert same.delta == 0.0 and same.p_value >= 0.5
     challenger, reference = paired_tables(70, 30, 60)
     worse = evaluate.paired_bootstrap(challenger, reference, "accuracy", "classification")
-    assert worse.delta < 0 and worse.p_value >= 0.5
+    # Two-sided: clearly worse is a significant difference, in the wrong direction.
+    assert worse.delta < 0 and worse.ci_high < 0 and worse.p_value < 0.01
 
 
 def test_paired_bootstrap_one_extra_right_answer_of_twenty_is_not_significant():
@@ -253,9 +254,9 @@ def test_mcnemar_matches_hand_computed_binomial():
     challenger = [True] * 6 + [False] * 2 + [True] * 7 + [False] * 5
     reference = [False] * 6 + [True] * 2 + [True] * 7 + [False] * 5
     result = evaluate.mcnemar(challenger, reference)
-    p = sum(math.comb(8, k) for k in range(6, 9)) / 2**8
+    p = 2 * sum(math.comb(8, k) for k in range(6, 9)) / 2**8  # two-sided
     assert result.p_value == pytest.approx(p)
-    assert result.p_value == pytest.approx(binom.sf(5, 8, 0.5))
+    assert result.p_value == pytest.approx(binomtest(6, 8, 0.5).pvalue)
     assert result.delta == pytest.approx(4 / 20) and result.n == 20
     assert result.ci_low < result.delta < result.ci_high
     assert evaluate.mcnemar([True, False], [True, False]).p_value == 1.0
@@ -277,3 +278,75 @@ def test_latency_summary_in_milliseconds():
     assert summary["latency_mean_ms"] == pytest.approx(250.0)
     assert summary["latency_p95_ms"] == pytest.approx(np.percentile([100, 200, 300, 400], 95))
     assert summary["latency_examples"] == 4
+
+
+def test_mcnemar_is_two_sided_and_its_interval_is_exact():
+    challenger = [True] * 9 + [False] * 1 + [True] * 10
+    reference = [False] * 9 + [True] * 1 + [True] * 10
+    better = evaluate.mcnemar(challenger, reference)
+    worse = evaluate.mcnemar(reference, challenger)
+    assert better.p_value == pytest.approx(worse.p_value)
+    assert (better.ci_low, better.ci_high) == pytest.approx((-worse.ci_high, -worse.ci_low))
+    # Clopper-Pearson for b = 9 of m = 10 discordant pairs, scaled by m / n = 1 / 2.
+    assert better.ci_low == pytest.approx(0.5 * (2 * 0.554983882 - 1), abs=1e-6)
+    assert better.p_value == pytest.approx(2 * 11 / 2**10) and better.ci_low > 0
+
+
+def test_p_values_are_never_zero():
+    challenger, reference = paired_tables(70, 70, 0)
+    bootstrap = evaluate.paired_bootstrap(
+        challenger, reference, "accuracy", "classification", resamples=1000
+    )
+    assert bootstrap.p_value == pytest.approx(2 / 1001)  # (k + 1) / (B + 1), two-sided
+    many = [True] * 2000
+    assert 0 < evaluate.mcnemar(many, [False] * 2000).p_value < 1e-300
+
+
+def test_reward_accuracy_counts_a_tie_as_half_a_win():
+    assert evaluate.win_scores([0.3, 0.0, -0.1]).tolist() == [1.0, 0.5, 0.0]
+    # reward_win as older runs wrote it, ties counted as losses: the margin decides.
+    table = pd.DataFrame(
+        {
+            "reward_margin": [0.0, 0.0, 0.2, -0.2],
+            "reward_win": [False, False, True, False],
+            "loglik_win": [0.5, 0.5, 1.0, 0.0],
+        }
+    )
+    assert evaluate.metric_value(table, "reward_accuracy", "preference") == 0.5
+    untrained = table.assign(reward_margin=0.0)
+    assert evaluate.table_metrics(untrained, "preference")["reward_accuracy"] == 0.5
+
+
+def random_pair(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two row-aligned classification tables whose accuracies differ by a random amount."""
+    n = int(rng.integers(8, 80))
+    reference = rng.choice(LABELS, n)
+    right_a = rng.random(n) < rng.uniform(0.3, 0.9)
+    right_b = rng.random(n) < rng.uniform(0.3, 0.9)
+
+    def table(right):
+        wrong = rng.choice(LABELS, n)
+        return pd.DataFrame(
+            {"reference": reference, "prediction": np.where(right, reference, wrong)}
+        )
+
+    return table(right_a), table(right_b)
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9, 0.99])
+def test_p_value_and_interval_agree_on_random_tables(level):
+    """p <= 1 - level exactly when the delta interval at ``level`` excludes 0, for both tests."""
+    rng = np.random.default_rng(int(level * 100))
+    alpha = round(1 - level, 12)
+    seen = {True: 0, False: 0}
+    for trial in range(120):
+        a, b = random_pair(rng)
+        for metric in ("accuracy", "macro_f1"):
+            test = evaluate.paired_test(
+                a, b, metric, "classification", resamples=300, level=level, seed=trial
+            )
+            excludes_zero = test.ci_low > 0 or test.ci_high < 0
+            assert (test.p_value <= alpha) == excludes_zero, test
+            assert 0 < test.p_value <= 1
+            seen[excludes_zero] += 1
+    assert min(seen.values()) > 20  # both outcomes were exercised

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -187,8 +189,9 @@ def test_preference_first_version_is_judged_against_the_reference_policy(tmp_pat
     card = card_for(tmp_path, table, task="preference", metric="reward_accuracy")
     decision = gate.decide(card, table, cfg_with(), None, [])
     assert decision.versus == "the untrained reference policy (built in)"
-    assert decision.reference == 0.0
+    assert decision.reference == 0.5  # every pair a tie: half a win each
     assert decision.challenger == pytest.approx(34 / 40)
+    assert decision.min_improvement == 0.1  # the preference default
     assert decision.promote
 
 
@@ -233,3 +236,81 @@ def test_recorded_baselines_take_the_place_of_the_built_in_one(tmp_path):
     decision = gate.decide(card, table, cfg_with(), None, [recorded])
     assert decision.versus == "baseline-prompt (run z)"
     assert decision.delta > 0
+
+
+def preference_table(wins: int, losses: int, ties: int = 0) -> pd.DataFrame:
+    n = wins + losses + ties
+    margins = [0.3] * wins + [-0.3] * losses + [0.0] * ties
+    return pd.DataFrame(
+        {
+            "prompt": [f"p{i}" for i in range(n)],
+            "reward_margin": margins,
+            "reward_win": [m > 0 for m in margins],  # as older runs wrote it
+            "loglik_win": [0.5] * n,
+            "before_loglik_win": [0.5] * n,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "ties"),
+    [(0, 0, 40), (3, 0, 37), (21, 19, 0), (5, 1, 0), (26, 14, 0)],
+)
+def test_a_policy_no_better_than_a_coin_flip_is_not_promoted(tmp_path, wins, losses, ties):
+    """The reference policy ties every pair (0.5): a handful of wins or a coin flip's
+    share is no gain over it."""
+    table = preference_table(wins, losses, ties)
+    card = card_for(tmp_path, table, task="preference", metric="reward_accuracy")
+    decision = gate.decide(card, table, cfg_with(), None, [])
+    assert decision.reference == 0.5
+    assert not decision.promote, decision.reason
+
+
+def test_preference_needs_a_real_margin_over_the_reference_policy(tmp_path):
+    table = preference_table(1160, 840)  # 0.58 on 2,000 pairs: significant, but small
+    card = card_for(tmp_path, table, task="preference", metric="reward_accuracy")
+    decision = gate.decide(card, table, cfg_with(), None, [])
+    assert decision.p_value < 0.01 and decision.delta == pytest.approx(0.08)
+    assert not decision.promote
+    assert "registry.min_improvement=0.1" in decision.reason
+    explicit = gate.decide(card, table, cfg_with("registry.min_improvement=0"), None, [])
+    assert explicit.promote, explicit.reason
+
+
+def test_a_shorter_champion_table_is_an_error_naming_both_lengths(tmp_path):
+    reigning = classification_table(70, 30)
+    clearly = better_by(reigning, 25)
+    with pytest.raises(ValueError, match="70 rows and the reference's 60"):
+        gate.align(clearly, reigning.iloc[:60])
+    decision = gate.decide(
+        card_for(tmp_path, clearly), clearly, cfg_with(), champion(reigning.iloc[:60]), []
+    )
+    assert not decision.promote
+    assert "70 rows" in decision.reason and "60" in decision.reason
+    baseline = gate.Reference("baseline-tfidf (run x)", reigning.iloc[:60], SPLIT)
+    decision = gate.decide(card_for(tmp_path, clearly), clearly, cfg_with(), None, [baseline])
+    assert not decision.promote
+    assert "baseline-tfidf (run x)" in decision.reason and "60" in decision.reason
+
+
+@pytest.mark.parametrize("significance", [0.05, 0.2])
+def test_promoted_deltas_have_intervals_that_exclude_zero(tmp_path, significance):
+    """p <= registry.significance exactly when the gate's delta interval excludes 0."""
+    cfg = cfg_with(f"registry.significance={significance}")
+    outcomes = set()
+    for extra in range(0, 16):
+        reigning = classification_table(70, 30, seed=extra)
+        challenger = better_by(reigning, extra)
+        for metric in ("macro_f1", "accuracy"):
+            card = card_for(tmp_path, challenger, metric=metric)
+            decision = gate.decide(card, challenger, cfg, champion(reigning), [])
+            excludes_zero = decision.delta_ci_low > 0 or decision.delta_ci_high < 0
+            assert (decision.p_value <= significance) == excludes_zero, decision
+            if decision.promote:
+                assert decision.delta_ci_low > 0
+            shown = re.search(r"p[=<]([0-9.e+-]+) ", decision.reason)
+            assert shown and float(shown.group(1)) > 0, decision.reason
+            outcomes.add(decision.promote)
+    assert outcomes == {True, False}
+    note = decision.to_markdown("m", "1")
+    assert f"delta ({100 * (1 - significance):g}% CI)" in note

@@ -132,3 +132,88 @@ def test_retraining_runs_only_changed_datasets(plan):
 
     nothing = RetrainDecision(plan, [], lines).apply(run)
     assert len(ran) == 1 and nothing.retrained == [] and nothing.report == ""
+
+
+def trained_and_scored(wall_seconds: float = 1.0, latency: float = 3.0):
+    from tunelab.runs import TrainResult
+    from tunelab.scorecard import Scorecard
+
+    result = TrainResult(
+        "baseline-tfidf", "sklearn", "sentiment", "classification", "/ws/runs/sentiment/x", "v1"
+    )
+    result.wall_seconds = wall_seconds
+    card = Scorecard(
+        "sentiment", "baseline-tfidf", "classification", "sklearn", "/ws/runs/sentiment/x",
+        "v1", "md5", "macro_f1", primary=0.8, metrics={"macro_f1": 0.8},
+        costs={"latency_p50_ms": latency}, servable=True,
+    )  # fmt: skip
+    return result, card
+
+
+def test_the_registration_key_names_one_trained_and_evaluated_run(plan):
+    cfg = plan.find("sentiment/tfidf").cfg
+    key = method.registration_key(cfg, *trained_and_scored())
+    assert key == method.registration_key(cfg, *trained_and_scored(latency=9.0))  # re-measured
+    assert key != method.registration_key(cfg, *trained_and_scored(wall_seconds=2.0))  # retrained
+    result, card = trained_and_scored()
+    card.status, card.error = "failed", "no predictions"
+    assert key != method.registration_key(cfg, result, card)
+    other = cfg.model_copy(deep=True)
+    other.registry.significance = 0.01  # another config: another registration
+    assert key != method.registration_key(other, *trained_and_scored())
+
+
+def test_a_rerun_of_a_registration_reuses_its_run_version_and_decision(plan, monkeypatch):
+    """The register step run again after it stopped: nothing is logged, registered or
+    judged twice, and half-done moves of the model are finished first."""
+    from tunelab.lifecycle import evidence, registry, tracking
+    from tunelab.lifecycle.gate import Decision
+
+    cfg = plan.find("sentiment/tfidf").cfg
+    result, card = trained_and_scored()
+    runs, calls, decided = {}, [], {}
+
+    def log_run(cfg, result, card, workspace, target, parent, tags):
+        calls.append("log")
+        runs[tags[registry.KEY_TAG]] = tracking.TrackedRun("run-1", "0", None, "models:/m-1")
+        return runs[tags[registry.KEY_TAG]]
+
+    def register(target, cfg, result, card, tracked):
+        calls.append("register")
+        return "1"
+
+    def judge(target, cfg, card, tracked):
+        calls.append("judge")
+        return Decision(promote=True, reason="better", metric="macro_f1")
+
+    def apply_decision(target, name, version, run_id, decision):
+        calls.append("apply")
+        decided[version] = (decision, registry.AliasChange(name, version, {}, {"champion": "1"}))
+        return decided[version][1]
+
+    monkeypatch.setattr(tracking, "log_run", log_run)
+    monkeypatch.setattr(registry, "tracked_run", lambda target, dataset, key: runs.get(key))
+    monkeypatch.setattr(registry, "recover", lambda target, name: calls.append("recover") or [])
+    monkeypatch.setattr(registry, "register", register)
+    monkeypatch.setattr(registry, "recorded_decision", lambda t, n, v: decided.get(v))
+    monkeypatch.setattr(evidence, "judge", judge)
+    monkeypatch.setattr(registry, "apply_decision", apply_decision)
+
+    first = method.track_and_register(cfg, result, card, None, "target")
+    assert calls == ["log", "recover", "register", "judge", "apply"]
+    calls.clear()
+    again = method.track_and_register(cfg, result, card, None, "target")
+    assert calls == ["recover", "register"]
+    assert (again.run_id, again.version, again.aliases) == ("run-1", "1", {"champion": "1"})
+    assert again.decision is first.decision
+
+
+def test_a_failed_step_keeps_no_credentials_in_its_error():
+    """Error text reaches summary.json, the review and Prefect artifacts."""
+    from tunelab.pipeline.records import MethodRecord
+
+    record = MethodRecord("reviews", "lora").fail(
+        "train", OSError("could not read https://ann:hunter2@data.example/x.csv?api_key=abc123")
+    )
+    assert "hunter2" not in record.error and "abc123" not in record.error
+    assert record.error.startswith("train: OSError: could not read https://")

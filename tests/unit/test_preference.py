@@ -12,7 +12,9 @@ import pytest
 
 from tunelab import config, evaluate, models
 from tunelab.errors import TrainingError
+from tunelab.lifecycle import gate
 from tunelab.runs import TrainResult
+from tunelab.scorecard import Scorecard
 from tunelab.train import check_method, common, preference
 from tunelab.train import train as run_training
 from tunelab.train.engine import Engine
@@ -158,6 +160,58 @@ def test_dpo_learns_a_preference_that_holds_on_unseen_prompts(tmp_path, preferen
     assert m["test_chosen_logratio"] > 0 > m["test_rejected_logratio"]
     margins = [h["rewards/margins"] for h in result.history if "rewards/margins" in h]
     assert margins[-1] > margins[0]
+
+
+def swapped(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The pairs with chosen and rejected exchanged in a random half: preferences as noise."""
+    flip = np.random.default_rng(seed).random(len(frame)) < 0.5
+    out = frame.reset_index(drop=True).copy()
+    out.loc[flip, ["chosen", "rejected"]] = out.loc[flip, ["rejected", "chosen"]].to_numpy()
+    return out
+
+
+def test_a_random_tiny_policy_is_never_promoted(tmp_path, preference_splits):
+    """A tiny random decoder, untrained or DPO-trained on noise, does not beat the reference
+    policy at the gate: ties count half, so the reference scores 0.5, not 0."""
+    held_out = pd.concat([preference_splits["validation"], preference_splits["test"]])
+    # Held-out labels are noise too, so no shortcut (chosen answers are the longer ones) helps.
+    data = {"train": swapped(preference_splits["train"], 1), "test": swapped(held_out, 2)}
+    cfg = dpo_config(
+        "train.max_steps=4",
+        "train.learning_rate=1e-3",
+        "train.adapter.r=4",
+        "train.adapter.merge=false",
+    )
+    result = run_training(cfg, data, workspace=Workspace(tmp_path))
+    table = pd.read_parquet(result.artifact("predictions"))
+    card = Scorecard(
+        dataset="preferences",
+        method="dpo",
+        task="preference",
+        model="tiny-llama",
+        run_dir=result.output_dir,
+        data_version=None,
+        test_split="split",
+        primary_metric="reward_accuracy",
+    )
+    noise = gate.decide(card, table, cfg, None, [])
+    assert noise.versus == "the untrained reference policy (built in)"
+    assert noise.reference == 0.5 and noise.n == len(held_out)
+    assert not noise.promote, noise.reason
+
+    # Untrained: the policy is the reference, scored by the same code.
+    before = {
+        "chosen": table["logp_chosen_before"].tolist(),
+        "rejected": table["logp_rejected_before"].tolist(),
+        "chosen_tokens": table["chosen_tokens"].tolist(),
+        "rejected_tokens": table["rejected_tokens"].tolist(),
+    }
+    untrained = preference.predictions_table(data["test"], before, before, before, 0.1)
+    assert (untrained["reward_win"] == 0.5).all()
+    assert evaluate.preference_metrics(untrained)["reward_accuracy"] == 0.5
+    decision = gate.decide(card, untrained, cfg, None, [])
+    assert decision.challenger == decision.reference == 0.5
+    assert not decision.promote, decision.reason
 
 
 # ---------------------------------------------------------------- full DPO

@@ -1,8 +1,10 @@
+import dataclasses
 import json
 import math
 
 import pandas as pd
 import pytest
+from html_check import HOSTILE, assert_inert
 
 from tunelab.lifecycle.gate import Decision
 from tunelab.lifecycle.tracking import TrackedRun
@@ -335,3 +337,67 @@ def test_dataset_where_every_method_failed_still_renders(tmp_path):
     assert not list(files.folder.glob("*.png"))
     assert "<code>dpo</code>" in files.html_path.read_text(encoding="utf-8")
     assert [row["status"] for row in files.table] == ["failed", "failed"]
+
+
+def test_hostile_data_model_and_error_text_is_shown_as_text(tmp_path):
+    runs = tmp_path / "runs"
+    texts = [HOSTILE, "fine", "also fine", "ok"]
+    first = write_run(
+        runs / "a",
+        "hostile",
+        "lora",
+        "classification",
+        "macro_f1",
+        0.5,
+        (0.4, 0.6),
+        predictions={"text": texts, "reference": LABELS, "prediction": [HOSTILE, *LABELS[1:]]},
+    )
+    second = write_run(
+        runs / "b",
+        "hostile",
+        "full",
+        "classification",
+        "macro_f1",
+        0.4,
+        (0.3, 0.5),
+        predictions={"text": texts, "reference": LABELS, "prediction": ["pos"] * 4},
+    )
+    review = Review(
+        title=f"Review {HOSTILE}",
+        created="2025-01-02T03:04:05",
+        datasets=[DatasetEntry("hostile", "v-1", {"train": 4}, HOSTILE, None, None)],
+        methods=[
+            MethodRecord("hostile", "lora", run_dir=first),
+            MethodRecord("hostile", "full", run_dir=second),
+            MethodRecord(
+                "hostile",
+                "broken",
+                status="failed",
+                error=f"{HOSTILE} fetching https://bob:hunter2@hub.example/x?token=tok123",
+            ),
+        ],
+        champions={},
+        flow_run_url="javascript:alert(2)",
+    )
+    files = write_review(review, tmp_path / "out")
+    page = files.html_path.read_text(encoding="utf-8")
+
+    assert_inert(page)
+    assert "<script" not in page and '<img src="http' not in page
+    assert 'href="javascript' not in page.lower()
+    assert "<strong>Flow run:</strong> javascript:alert(2)</li>" in page  # text, not a link
+    # Still readable: the text is there, escaped, not dropped.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "[x](javascript:alert(1)) ![](http://evil.example/x.png)" in page
+    assert "**loud**" in page and "<strong>loud</strong>" not in page
+    assert "hunter2" not in files.markdown and "tok123" not in files.markdown
+    assert "hunter2" not in page and "tok123" not in page
+
+
+def test_p_values_read_p_equals_or_p_below(review, tmp_path):
+    lora = review.methods[1].registration
+    for p_value, shown in ((0.0004, "p < 0.001"), (0.0, "p < 0.001"), (0.0123, "p = 0.0123")):
+        lora.decision = dataclasses.replace(lora.decision, p_value=p_value)
+        decisions = section(write_review(review, tmp_path / "out").markdown, "Promotion", "reviews")
+        assert f"paired bootstrap, {shown} (n=4)" in decisions
+        assert "p = <" not in decisions and "p = 0 " not in decisions

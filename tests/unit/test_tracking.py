@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+import yaml
 
 from tunelab import config
 from tunelab.errors import TrackingError
@@ -111,6 +112,60 @@ def test_call_recovers_after_a_transient_failure():
 )
 def test_redact_hides_credentials(key, value, expected):
     assert tracking.redact(value, key) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        # Counts and names that merely contain "token" are not credentials.
+        ("max_new_tokens", 48, 48),
+        ("num_virtual_tokens", 16, 16),
+        ("tokenizer", "gpt2", "gpt2"),
+        ("token_counter", "whitespace", "whitespace"),
+        ("auth_type", "basic", "basic"),
+        ("ask_password", True, True),
+        # Credential names, by their last word or last two words.
+        ("HF_TOKEN", "abc", "***"),
+        ("apiKey", "abc", "***"),
+        ("secret_access_key", "abc", "***"),
+        ("private_key", "abc", "***"),
+        ("credentials", "abc", "***"),
+        ("auth", "user:pw", "***"),
+        ("X-Amz-Signature", "abc", "***"),
+        (
+            "source",
+            "https://h.org/x.csv?api_key=k1&token=t1&sig=s1&X-Amz-Signature=a1&page=2",
+            "https://h.org/x.csv?api_key=***&token=***&sig=***&X-Amz-Signature=***&page=2",
+        ),
+        ("source", "https://maps.example.org/q?key=AIza123", "https://maps.example.org/q?key=***"),
+        ("remote", "https://u:p@ss@host/store", "https://***@host/store"),
+        ("note", "AccountName=a;AccountKey=abc==;x=1", "AccountName=a;AccountKey=***;x=1"),
+        ("error", "401 for password=hunter2 with max_new_tokens=48", None),
+    ],
+)
+def test_redact_matches_words_not_substrings(key, value, expected):
+    shown = tracking.redact(value, key)
+    if expected is None:
+        assert "hunter2" not in shown and "max_new_tokens=48" in shown
+    else:
+        assert shown == expected
+
+
+def test_logged_config_reloads_with_the_same_values():
+    cfg = config.load(
+        None,
+        [
+            "train.baseline.prompting.max_new_tokens=7",
+            "train.adapter.num_virtual_tokens=5",
+            "data.columns={token: text, sentiment: label}",
+        ],
+    )
+    reloaded = config.from_dict(yaml.safe_load(tracking.redact_yaml(cfg)))
+    assert reloaded.to_dict() == cfg.to_dict()
+    params = tracking.flat_params(cfg)
+    assert params["train.baseline.prompting.max_new_tokens"] == "7"
+    assert params["train.adapter.num_virtual_tokens"] == "5"
+    assert params["data.columns.token"] == "text"  # a column name, not a credential
 
 
 def test_params_are_the_flattened_redacted_config():

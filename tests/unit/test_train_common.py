@@ -144,3 +144,118 @@ def test_save_predictions_puts_source_row_first_and_names_the_artifact(tmp_path)
     assert list(table.columns) == ["source_row", "prediction"]
     assert table["source_row"].tolist() == [7, 3]
     assert result.artifacts == {"predictions": runs.PREDICTIONS_FILE}
+
+
+# ---------------------------------------------------------------- where training starts
+
+
+def trainer_for(folder, *overrides: str):
+    """A transformers Trainer on a 4-weight regression: 12 steps of 4 rows, checkpoints
+    every 4 steps, the loss logged every 2; ``steps`` counts the steps it runs."""
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    class Regression(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels):
+            return {"loss": torch.nn.functional.mse_loss(self.linear(x).squeeze(-1), labels)}
+
+    class Steps(TrainerCallback):
+        count = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            Steps.count += 1
+
+    cfg = config.load(
+        None,
+        [
+            "train.max_steps=12",
+            "train.batch_size=4",
+            "train.save_steps=4",
+            "train.save_total_limit=3",
+            "train.logging_steps=2",
+            "train.learning_rate=0.05",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    x = torch.randn(48, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    rows = [{"x": x[i], "labels": y[i]} for i in range(len(x))]
+    args = common.training_arguments(
+        cfg, folder, common.DeviceChoice("cpu", "fp32"), has_validation=False,
+        remove_unused_columns=False,
+    )  # fmt: skip
+    trainer = Trainer(model=Regression(), args=args, train_dataset=rows, callbacks=[Steps()])
+    return trainer, Steps
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted 12-step run: its folder and TrainOutput."""
+    folder = tmp_path_factory.mktemp("straight")
+    trainer, steps = trainer_for(folder)
+    output, resumed = common.run_trainer(trainer, folder)
+    assert resumed is None and steps.count == 12
+    return folder, output
+
+
+def test_a_finished_run_is_trained_again_from_scratch_not_resumed(straight, tmp_path):
+    """A recomputed train step finds its finished folder: it must train every step again,
+    not resume from the final checkpoint (zero steps, the old weights as new)."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(straight[0], folder)
+    (folder / runs.RESULT_FILE).write_text("{}")  # the run had finished
+    trainer, steps = trainer_for(folder)
+    output, resumed = common.run_trainer(trainer, folder)
+    assert resumed is None
+    assert steps.count == 12 and output.global_step == 12
+    assert output.training_loss == pytest.approx(straight[1].training_loss)
+    assert not (folder / runs.RESULT_FILE).exists()  # written again when the run finishes
+
+
+def test_an_interrupted_run_resumes_and_its_train_loss_covers_every_step(straight, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copytree(straight[0] / "checkpoint-4", folder / "checkpoint-4")  # killed at step 5
+    # Keeping one checkpoint, the Trainer deletes the one it resumed from while training.
+    trainer, steps = trainer_for(folder, "train.save_total_limit=1")
+    output, resumed = common.run_trainer(trainer, folder)
+    assert resumed == str(folder / "checkpoint-4") and not Path(resumed).exists()
+    assert steps.count == 8 and output.global_step == 12
+    # The Trainer alone averages only the 8 resumed steps.
+    expected = straight[1].training_loss
+    assert output.training_loss == pytest.approx(expected, rel=1e-6)
+    assert output.metrics["train_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_train_resume_from_names_a_checkpoint_to_start_from(straight, tmp_path):
+    named = straight[0] / "checkpoint-8"
+    trainer, steps = trainer_for(tmp_path / "run", f"train.resume_from={named}")
+    output, resumed = common.run_trainer(trainer, tmp_path / "run")
+    assert resumed == str(named) and steps.count == 4
+    assert output.training_loss == pytest.approx(straight[1].training_loss, rel=1e-6)
+
+    trainer, _ = trainer_for(tmp_path / "other", f"train.resume_from={tmp_path / 'nothing'}")
+    with pytest.raises(TrainingError, match="train.resume_from=.* is not a checkpoint"):
+        common.run_trainer(trainer, tmp_path / "other")
+
+
+def test_the_loss_before_a_resume_comes_from_the_logged_losses():
+    # Logged with logging_first_step and every 4 steps: each row is the mean since the last.
+    history = [
+        {"step": 1, "loss": 1.0},
+        {"step": 5, "loss": 0.8},
+        {"step": 5, "eval_loss": 0.9},
+        {"step": 8, "loss": 0.5},
+        {"step": 12, "loss": 0.1},  # after the checkpoint: not part of it
+    ]
+    assert common.logged_loss(history, 8) == (pytest.approx(1.0 + 4 * 0.8 + 3 * 0.5), 8)

@@ -189,3 +189,75 @@ def test_version_id_depends_only_on_the_dataset_files():
     files = {"a/train.parquet": "1" * 32, "a/test.parquet": "2" * 32}
     assert versioning.version_id(files) == versioning.version_id(dict(reversed(files.items())))
     assert versioning.version_id(files) != versioning.version_id({**files, "a/x.parquet": "3"})
+
+
+def test_version_record_holds_no_credentials(tmp_path):
+    ws = Workspace(tmp_path)
+    token = "hf_" + "a1b2c3d4" * 4
+    metadata = {
+        "source": "https://bob:pw-one@example.org/rows.csv?token=tok-two",
+        "data_config": {
+            "source": "https://example.org/rows.csv?X-Amz-Signature=sig-three",
+            "remote": "https://carol:pw-four@store.example.org/dvc",
+            "hf_token": token,
+            "max_rows": 10,
+            "columns": {"token": "text"},
+        },
+    }
+    saved = versioning.save_version("sentiment", splits("a"), ws, metadata=metadata)
+
+    stored = (ws.versions_dir / "sentiment" / saved.version / "version.json").read_text()
+    for secret in ("pw-one", "tok-two", "sig-three", "pw-four", token):
+        assert secret not in stored and secret not in repr(saved)
+    config = saved.metadata["data_config"]
+    assert saved.metadata["source"] == "https://***@example.org/rows.csv?token=***"
+    assert config["max_rows"] == 10 and config["columns"] == {"token": "text"}
+
+
+def remote_sections(root):
+    from configobj import ConfigObj
+
+    def read(name):
+        path = root / ".dvc" / name
+        return dict(ConfigObj(str(path)).get('remote "tunelab"', {})) if path.is_file() else {}
+
+    return read("config"), read("config.local")
+
+
+def test_remote_credentials_go_to_the_untracked_local_config(tmp_path):
+    git_init(tmp_path)
+    ws = Workspace(tmp_path)
+    dvc.ensure_repo(ws)
+    # What earlier versions did: the whole URL, password included, in .dvc/config.
+    dvc.run(ws, "remote", "add", "-d", "--force", "tunelab", "https://al:s3cr%40t@h.example/st")
+
+    url = dvc.ensure_remote(ws, "https://al:s3cr%40t@h.example/st")
+
+    assert url == "https://h.example/st"
+    tracked, local = remote_sections(tmp_path)
+    assert tracked == {"url": "https://h.example/st"}
+    assert "s3cr" not in (tmp_path / ".dvc" / "config").read_text()
+    assert local == {"user": "al", "password": "s3cr@t", "auth": "basic"}
+    assert (tmp_path / ".dvc" / "config.local").stat().st_mode & 0o077 == 0
+    ignored = subprocess.run(
+        ["git", "-C", str(tmp_path), "check-ignore", "-q", ".dvc/config.local"], check=False
+    )
+    assert ignored.returncode == 0  # git never sees the credentials
+
+    # Pointing the workspace at another remote drops the old one's credentials.
+    assert dvc.ensure_remote(ws, "https://other.example/st") == "https://other.example/st"
+    assert remote_sections(tmp_path) == ({"url": "https://other.example/st"}, {})
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "https://h.example/st?sig=s3cr3t&sv=2024",
+        "s3://AKEY:s3cr3t@bucket/path",
+        "azure://container/path?sv=1&sig=s3cr3t",
+    ],
+)
+def test_credentials_dvc_cannot_hold_locally_are_refused(tmp_path, remote):
+    with pytest.raises(VersioningError, match="dvc remote modify --local") as caught:
+        dvc.split_credentials(remote)
+    assert "s3cr3t" not in str(caught.value)

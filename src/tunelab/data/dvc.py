@@ -4,6 +4,10 @@ DVC 3 hashes files with plain md5 and keeps each content at
 ``<cache>/files/md5/<md5[:2]>/<md5[2:]>``; the ``.dir`` object of data/ is a JSON manifest
 ``[{"relpath", "md5"}, ...]``. Reading those directly spares a `dvc` process (about a
 second each) whenever nothing changed.
+
+``.dvc/config`` is committed with the workspace, so a remote's credentials never go
+there: user and password given in its URL move to DVC's local, untracked
+``.dvc/config.local`` (what ``dvc remote modify --local`` writes).
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from tunelab.errors import VersioningError
+from tunelab.redaction import redact
 from tunelab.workspace import Workspace
 
 REMOTE_NAME = "tunelab"
+# DVC remote types that take a user and password from their config; http needs auth too.
+USERINFO_SCHEMES = frozenset({"http", "https", "webdav", "webdavs", "ssh", "webhdfs"})
+CREDENTIAL_OPTIONS = ("user", "password", "auth")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -43,7 +52,7 @@ def run(workspace: Workspace, *args: str, hint: str = "") -> subprocess.Complete
             for line in f"{done.stdout}\n{done.stderr}".splitlines()
             if line.strip() and "Having any troubles?" not in line
         ]
-        tail = "\n".join(lines[-8:]) or "(no output)"
+        tail = redact("\n".join(lines[-8:])) or "(no output)"
         raise VersioningError(
             f"`{shown}` failed in {workspace.root} (exit {done.returncode}):\n{tail}\n"
             f"{hint or 'Fix the cause above (`dvc doctor` shows the setup) and run again.'}"
@@ -114,40 +123,113 @@ def _local_remote(workspace: Workspace, url: str) -> Path | None:
 
 
 def ensure_remote(workspace: Workspace, remote: str | None, keep_existing: bool = False) -> str:
-    """Make the remote the default one (named 'tunelab'); returns it as given to DVC.
+    """Make the remote the default one (named 'tunelab'); returns its URL without credentials.
 
     With keep_existing, a default remote already configured wins (checkout must not
-    re-point a workspace).
+    re-point a workspace). A user and password in the URL go to DVC's local config.
     """
     config = _read_config(workspace)
     default = config.get("core", {}).get("remote")
     configured = config.get(f'remote "{default}"', {}).get("url") if default else None
     if keep_existing and configured:
         return _describe_remote(workspace, configured)
-    wanted = _remote_arg(workspace, remote)
+    wanted, credentials = split_credentials(_remote_arg(workspace, remote))
+    same = False
     if default == REMOTE_NAME and configured is not None:
         here = _local_remote(workspace, configured)
         there = None if _SCHEME.match(wanted) else (workspace.root / wanted).resolve()
-        if configured == wanted or (here is not None and here == there):
-            return wanted
-    run(
-        workspace,
-        "remote",
-        "add",
-        "-d",
-        "--force",
-        REMOTE_NAME,
-        wanted,
-        hint=f"Check the remote {wanted!r} (data.remote in the config), then run again.",
-    )
+        same = configured == wanted or (here is not None and here == there)
+    if not same:
+        run(
+            workspace,
+            "remote",
+            "add",
+            "-d",
+            "--force",
+            REMOTE_NAME,
+            wanted,
+            hint=f"Check the remote {wanted!r} (data.remote in the config), then run again.",
+        )
+    # A re-pointed remote must not send the old remote's credentials to the new one.
+    _store_credentials(workspace, credentials, replace=not same)
     return wanted
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its user-info, and the DVC options (user, password, auth) it held.
+
+    Credentials DVC cannot take from its config for that kind of remote, or secrets in
+    the query string, raise VersioningError rather than reach .dvc/config.
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    if not _SCHEME.match(url):
+        return url, {}
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    credentials: dict[str, str] = {}
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, has_password, password = userinfo.partition(":")
+        if scheme not in USERINFO_SCHEMES:
+            _refuse_credentials(url)
+        credentials["user"] = unquote(user)
+        if has_password or scheme in ("http", "https"):
+            credentials["password"] = unquote(password)
+        if scheme in ("http", "https"):
+            credentials["auth"] = "basic"
+        url = urlunsplit(parts._replace(netloc=host))
+    if redact(url) != url:
+        _refuse_credentials(url)
+    return url, credentials
+
+
+def _refuse_credentials(url: str) -> NoReturn:
+    raise VersioningError(
+        f"The DVC remote {redact(url)!r} (data.remote) carries credentials in its URL; "
+        f"DVC would write them into .dvc/config, which is committed with the workspace. "
+        f"Give the URL without them and store them in DVC's local config instead, e.g. "
+        f"`dvc remote modify --local {REMOTE_NAME} access_key_id ...` (the options of each "
+        f"remote type: `dvc remote modify --help`), or in the environment the remote reads."
+    )
+
+
+def _store_credentials(workspace: Workspace, credentials: dict[str, str], replace: bool) -> None:
+    """Write the remote's user/password into .dvc/config.local (untracked), if they differ."""
+    if not credentials and not replace:
+        return
+    from configobj import ConfigObj
+
+    path = workspace.root / ".dvc" / "config.local"
+    section = f'remote "{REMOTE_NAME}"'
+    current = (
+        dict(ConfigObj(str(path), list_values=False).get(section, {})) if path.is_file() else {}
+    )
+    kept = {k: v for k, v in current.items() if k not in CREDENTIAL_OPTIONS or not replace}
+    wanted = kept | credentials
+    if wanted == current:
+        return
+    from dvc.config import Config, ConfigError
+
+    try:
+        with Config(dvc_dir=str(workspace.root / ".dvc")).edit("local") as conf:
+            if wanted:
+                conf["remote"][REMOTE_NAME] = wanted
+            else:
+                conf["remote"].pop(REMOTE_NAME, None)
+    except ConfigError as exc:
+        raise VersioningError(
+            f"Could not store the DVC remote's credentials in {path}: {redact(str(exc))}. "
+            f"Set them with `dvc remote modify --local {REMOTE_NAME} user ...` and run again."
+        ) from None
+    path.chmod(0o600)
 
 
 def _describe_remote(workspace: Workspace, configured: str) -> str:
     """A configured URL in the root's terms (relative folders are stored relative to .dvc/)."""
     local = _local_remote(workspace, configured)
     if local is None or Path(configured).is_absolute() or configured.startswith("file://"):
-        return configured
+        return redact(configured)
     try:
         return local.relative_to(workspace.root).as_posix()
     except ValueError:

@@ -7,7 +7,8 @@ JSON-serialisable ``summary`` so callers can log them without parsing Markdown.
 Each section is built by one function from the stacked splits (one row per example with
 a ``split`` column) and returns its Markdown, its part of the summary and its plots.
 Plots use matplotlib's object API (``Figure``, rendered by Agg), so no pyplot state or
-GUI backend is involved.
+GUI backend is involved. Everything taken from the data (labels, texts, n-grams, column
+names) is escaped by ``markdown``, so a row's Markdown or HTML shows as text.
 """
 
 from __future__ import annotations
@@ -130,13 +131,13 @@ def _lengths(values: pd.Series, counter: TokenCounter) -> pd.DataFrame:
 
 def _header(dataset, version, task, rows, counter, validation_summary, docs_path, directory):
     """Title, task, row totals, token counter, validation result and Data Docs link."""
-    per_split = ", ".join(f"{name} {n:,}" for name, n in rows.items() if name != "total")
+    per_split = ", ".join(f"{md.inline(name)} {n:,}" for name, n in rows.items() if name != "total")
     lines = [
-        f"# Dataset report: {dataset} @ {version}",
+        f"# Dataset report: {md.inline(dataset)} @ {md.inline(version)}",
         "",
-        f"- **Task:** {task}",
+        f"- **Task:** {md.inline(task)}",
         f"- **Rows:** {rows['total']:,} ({per_split})",
-        f"- **Token counts:** {counter.label}",
+        f"- **Token counts:** {md.inline(counter.label)}",
     ]
     if validation_summary:
         lines.append(f"- **Validation:** {md.inline(validation_summary)}")
@@ -149,7 +150,7 @@ def _rows_section(stacked: pd.DataFrame, names: list[str]) -> _Section:
     """Rows and share of rows per split."""
     counts = stacked[SPLIT].value_counts().reindex(names, fill_value=0)
     total = int(counts.sum())
-    body = [[name, f"{int(n):,}", _percent(n, total)] for name, n in counts.items()]
+    body = [[md.cell(name), f"{int(n):,}", _percent(n, total)] for name, n in counts.items()]
     body.append(["**total**", f"{total:,}", _percent(total, total)])
     rows = {name: int(n) for name, n in counts.items()} | {"total": total}
     markdown = "## Rows per split\n\n" + md.table(["split", "rows", "share"], body)
@@ -161,6 +162,7 @@ def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) ->
     counts = _label_counts(stacked, names)
     totals = counts.sum()
     headers = ["label", *names, "all"]
+    shown_headers = ["label", *(md.cell(n) for n in names), "all"]
     body = [
         [
             md.cell(label, CELL_CHARS),
@@ -173,7 +175,7 @@ def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) ->
     markdown = (
         "## Label balance\n\n"
         f"{len(counts)} labels; each cell is rows (share of the split).\n\n"
-        + md.table(headers, body)
+        + md.table(shown_headers, body)
         + f"\n\n![Label share per split]({plot.name})"
     )
     return _Section(markdown, {"labels": labels}, [plot])
@@ -211,7 +213,12 @@ def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
             if rows.empty:
                 continue
             body.append(
-                [column, scope, *_stat_cells(stats["characters"]), *_stat_cells(stats["tokens"])]
+                [
+                    md.cell(column),
+                    md.cell(scope),
+                    *_stat_cells(stats["characters"]),
+                    *_stat_cells(stats["tokens"]),
+                ]
             )
         plots.append(
             _plot_lengths(
@@ -228,7 +235,7 @@ def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
     )
     markdown = (
         "## Lengths\n\n"
-        f"Characters, and tokens counted as {counter.label}.\n\n"
+        f"Characters, and tokens counted as {md.inline(counter.label)}.\n\n"
         + md.table(headers, body)
         + "\n\n"
         + images
@@ -298,8 +305,8 @@ def _vocabulary_section(stacked: pd.DataFrame, texts: list[str]) -> _Section:
     body = [[scope, f"{n:,}"] for scope, n in vocab.items()]
     markdown = (
         "## Vocabulary\n\n"
-        f"Distinct lower-cased words (runs of letters/digits) across {', '.join(texts)}.\n\n"
-        + md.table(["splits", "distinct words"], body)
+        "Distinct lower-cased words (runs of letters/digits) across "
+        f"{md.inline(', '.join(texts))}.\n\n" + md.table(["splits", "distinct words"], body)
     )
     return _Section(markdown, {"vocabulary": vocab})
 
@@ -331,7 +338,7 @@ def _duplicates_section(stacked: pd.DataFrame, task: str, names: list[str]) -> _
     for name in names:
         size = int((stacked[SPLIT] == name).sum())
         count = duplicates["within_split"][name]
-        body.append([f"within {name}", f"{count:,}", _percent(count, size)])
+        body.append([f"within {md.cell(name)}", f"{count:,}", _percent(count, size)])
     body.append(
         ["key in more than one split", f"{int(across.sum()):,}", _percent(across.sum(), total)]
     )
@@ -425,7 +432,7 @@ def _examples_section(stacked: pd.DataFrame, task: str, seed: int) -> _Section:
     markdown = (
         "## Examples\n\n"
         f"{intro}, drawn with seed {seed}; texts cut at {CELL_CHARS} characters.\n\n"
-        + md.table(columns, body)
+        + md.table([md.cell(c) for c in columns], body)
     )
     return _Section(markdown, {"examples_shown": len(picked)})
 

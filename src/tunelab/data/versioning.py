@@ -55,6 +55,7 @@ import pandas as pd
 from tunelab.data import dvc
 from tunelab.data.schema import SOURCE_ROW
 from tunelab.errors import VersioningError
+from tunelab.redaction import redact
 from tunelab.workspace import Workspace
 
 RECORD = "version.json"
@@ -73,7 +74,7 @@ class DataVersion:
     data_md5: str  # md5 of the whole data/ directory in data.dvc ("....dir")
     rows: dict[str, int]  # rows per split
     created: str  # ISO-8601 UTC
-    remote: str  # DVC remote the data was pushed to, as written in .dvc/config's terms
+    remote: str  # DVC remote the data was pushed to, as in .dvc/config (no credentials)
     changed: bool  # False when the files were already identical (nothing rewritten)
     metadata: dict = field(default_factory=dict)
 
@@ -106,7 +107,9 @@ def save_version(
     """Write the splits to data/<name>/, track data/ with DVC, push, and record the version.
 
     data/<name>/ ends up holding exactly one <split>.parquet per split: files whose bytes
-    would not change are left alone, anything else in that folder is removed.
+    would not change are left alone, anything else in that folder is removed. The record
+    is versioned with the workspace: credentials in ``remote`` or ``metadata`` (a source
+    URL's password, a hub token) are masked in it.
     """
     _check_name(name, "dataset name")
     if not splits:
@@ -150,9 +153,9 @@ def save_version(
         data_md5=dir_md5,
         rows={split: int(len(frame)) for split, frame in splits.items()},
         created=datetime.now(UTC).isoformat(timespec="milliseconds"),
-        remote=remote_url,
+        remote=redact(remote_url),
         changed=changed,
-        metadata=dict(metadata or {}),
+        metadata=redact(dict(metadata or {})),
     )
     _write_record(workspace, record, attachments or {})
     return record

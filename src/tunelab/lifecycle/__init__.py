@@ -4,7 +4,9 @@
   inputs, lineage tags), parent runs, and ``call`` (retries, then a clear TrackingError).
 - ``packaging``: which run is servable and why not, what gets logged as its model, size
   on disk and per-example latency (``measure_serving_costs``), loading a registered model.
-- ``pyfunc``: the TF-IDF baseline's MLflow pyfunc (its module path is in logged models).
+- ``safe_load``: load model files as data: skops with an allow-list of types, weights
+  from safetensors only, no remote code. Everything tunelab loads goes through it.
+- ``pyfunc``: the TF-IDF pyfunc, logged as code (MLflow copies the file; never import it).
 - ``registry``: register a run's model, read and move aliases, list versions, promote,
   roll back, apply the gate's decision.
 - ``gate``: the pure promotion decision (no MLflow).

@@ -53,7 +53,8 @@ def champion_reference(
 
     When the champion was evaluated on another test split (the data changed) and the
     challenger is a classifier or generator, the champion is re-scored on the
-    challenger's test split through ``models:/NAME/VERSION``: both are then judged on
+    challenger's test split, loaded by tunelab itself (``packaging.load_registered``: the
+    files are read as data, no code from the model store runs): both are then judged on
     the same rows. Preference policies cannot be re-scored that way (their metric needs
     the reference model's log-probabilities), so the gate refuses to compare them.
     """
@@ -75,7 +76,10 @@ def champion_reference(
 
 
 def rescore(tracking: Tracking, name: str, version: str, card: Scorecard) -> pd.DataFrame | None:
-    """The champion's predictions for the challenger's test inputs (None if it has none)."""
+    """The champion's predictions for the challenger's test inputs (None if it has none).
+
+    A champion whose files were tampered with raises UntrustedModelError: the gate does not
+    judge against a model it will not load."""
     table = card.predictions()
     column = input_column(table.columns) if table is not None else None
     if column is None or "reference" not in table.columns:

@@ -4,9 +4,11 @@ A challenger is compared with one reference on the same frozen test split, row b
 the champion if there is one, else the best baseline: the best recorded baseline run on
 the same test split, or, when none was run, the trivial one built in (majority class,
 echoing the prompt, the untrained reference policy). It is promoted only if its primary
-metric beats the reference by at least ``registry.min_improvement``, a paired test
-(McNemar for accuracy, paired bootstrap otherwise) gives p <= ``registry.significance``,
-and it meets the optional limits on latency and size.
+metric beats the reference by at least ``registry.min_improvement`` (None: the task's
+default, :data:`DEFAULT_MIN_IMPROVEMENT`), a two-sided paired test (exact McNemar for
+accuracy, paired bootstrap otherwise) gives p <= ``registry.significance``, and it meets
+the optional limits on latency and size. The delta interval is at level
+1 - ``registry.significance``, so a promoted challenger's interval excludes 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ import pandas as pd
 from tunelab import evaluate
 from tunelab.config import RunConfig
 from tunelab.scorecard import Scorecard
+
+# registry.min_improvement when the config leaves it unset. A policy equal to its reference
+# ties every pair (reward accuracy 0.5), and a noise-trained one wins about half by chance:
+# a DPO policy must order at least 10 more pairs in 100 right than that.
+DEFAULT_MIN_IMPROVEMENT = {"preference": 0.1}
+# Resamples beyond each end of the bootstrap interval, so small significances stay reachable.
+_TAIL_RESAMPLES = 10
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Decision:
         def f(x: float) -> str:
             return f"{x:.4f}" if isinstance(x, float) and math.isfinite(x) else "n/a"
 
+        p = format_p(self.p_value) if math.isfinite(self.p_value) else "n/a"
         lines = [
             f"### Promotion gate: {name} version {version}: **{self.outcome}**",
             "",
@@ -89,9 +99,9 @@ class Decision:
             f"| compared with | {self.versus or 'n/a'} |",
             f"| {self.metric} challenger / reference | {f(self.challenger)} / "
             f"{f(self.reference)} |",
-            f"| delta (95% CI) | {f(self.delta)} ({f(self.delta_ci_low)} to "
-            f"{f(self.delta_ci_high)}) |",
-            f"| paired test, p | {self.test or 'n/a'}, {f(self.p_value)} (n={self.n}) |",
+            f"| delta ({interval_level(self.significance)} CI) | {f(self.delta)} "
+            f"({f(self.delta_ci_low)} to {f(self.delta_ci_high)}) |",
+            f"| paired test (two-sided), p | {self.test or 'n/a'}, {p} (n={self.n}) |",
             f"| required | delta >= {self.min_improvement:g} and p <= {self.significance:g} |",
         ]
         for limit, verdict in self.limits.items():
@@ -113,10 +123,11 @@ def implicit_baseline(card: Scorecard, table: pd.DataFrame) -> Reference | None:
         base["prediction"] = base["prompt"]
         label = "echo the prompt (built in)"
     elif card.task == "preference" and "reward_margin" in table.columns:
-        # Before training the policy is the reference: every implicit reward is 0.
+        # Before training the policy is the reference: every implicit reward is 0, every
+        # pair a tie (half a win).
         base = table.copy()
         base["reward_margin"] = 0.0
-        base["reward_win"] = False
+        base["reward_win"] = 0.5
         if "before_loglik_win" in base.columns:
             base["loglik_win"] = base["before_loglik_win"]
         label = "the untrained reference policy (built in)"
@@ -130,10 +141,16 @@ def _cached_scores(table: pd.DataFrame) -> list[str]:
 
 
 def align(challenger: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows both tables scored, in the same order; ValueError when they differ."""
-    n = min(len(challenger), len(reference))
-    a = challenger.iloc[:n].reset_index(drop=True)
-    b = reference.iloc[:n].reset_index(drop=True)
+    """Both tables, row i the same test example; ValueError when they differ in length or rows."""
+    n = len(challenger)
+    if len(reference) != n:
+        # Comparing a prefix would judge the challenger on rows the reference never saw.
+        raise ValueError(
+            f"the challenger's prediction table has {n} rows and the reference's "
+            f"{len(reference)}: they were not scored on the same test rows"
+        )
+    a = challenger.reset_index(drop=True)
+    b = reference.reset_index(drop=True)
     for column in ("reference", "prompt", "source_row"):
         both = column in a.columns and column in b.columns
         if both and not (a[column].astype(str) == b[column].astype(str)).all():
@@ -159,7 +176,7 @@ def decide(
         promote=False,
         reason="",
         metric=card.primary_metric,
-        min_improvement=r.min_improvement,
+        min_improvement=min_improvement(cfg, card.task),
         significance=r.significance,
     )
     if champion is not None:
@@ -186,7 +203,7 @@ def decide(
                 "same data version first."
             )
             return decision
-    scored = []
+    scored, skipped = [], []
     for candidate in candidates:
         try:
             a, b = align(table, candidate.table)
@@ -195,11 +212,14 @@ def decide(
                 decision.versus = candidate.label
                 decision.reason = f"Cannot compare with {candidate.label}: {exc}."
                 return decision
-            continue  # a baseline scored on other rows is skipped, not fatal
+            skipped.append(f"{candidate.label}: {exc}")  # skipped, not fatal
+            continue
         value = evaluate.metric_value(b, card.primary_metric, card.task)
         scored.append((value, candidate, a, b))
     if not scored:
-        decision.reason = "No baseline was scored on the challenger's test rows."
+        decision.reason = (
+            "No baseline was scored on the challenger's test rows (" + "; ".join(skipped) + ")."
+        )
         return decision
     # The strongest reference: with no champion, the best baseline is the bar.
     _, ref, a, b = max(scored, key=lambda item: item[0])
@@ -208,8 +228,11 @@ def decide(
         b,
         card.primary_metric,
         card.task,
-        resamples=cfg.eval.bootstrap_resamples,
-        level=cfg.eval.ci_level,
+        resamples=max(
+            cfg.eval.bootstrap_resamples, math.ceil(2 * _TAIL_RESAMPLES / r.significance)
+        ),
+        # The interval the test inverts: it excludes 0 exactly when p <= significance.
+        level=1.0 - r.significance,
         seed=cfg.train.seed,
     )
     decision.versus = ref.label
@@ -223,11 +246,27 @@ def decide(
     decision.delta_ci_low, decision.delta_ci_high = test.ci_low, test.ci_high
     decision.limits = check_limits(card, cfg)
     failed_limits = [k for k, v in decision.limits.items() if v.startswith("exceeded")]
-    better = test.delta > 0 and test.delta >= r.min_improvement
+    better = test.delta > 0 and test.delta >= decision.min_improvement
     significant = test.p_value <= r.significance
     decision.promote = better and significant and not failed_limits
     decision.reason = _reason(decision, better, significant, failed_limits)
     return decision
+
+
+def min_improvement(cfg: RunConfig, task: str) -> float:
+    """registry.min_improvement, or the task's default when it is unset."""
+    chosen = cfg.registry.min_improvement
+    return chosen if chosen is not None else DEFAULT_MIN_IMPROVEMENT.get(task, 0.0)
+
+
+def interval_level(significance: float) -> str:
+    """The level of the gate's delta interval, e.g. '95%' for significance 0.05."""
+    return f"{100 * (1 - significance):.4g}%"
+
+
+def format_p(p: float) -> str:
+    """A p-value as text; never 'p=0' (resampled and exact p-values are above 0)."""
+    return f"p={p:.3g}" if p >= 0.001 else "p<0.001"
 
 
 def check_limits(card: Scorecard, cfg: RunConfig) -> dict[str, str]:
@@ -252,7 +291,8 @@ def check_limits(card: Scorecard, cfg: RunConfig) -> dict[str, str]:
 def _reason(d: Decision, better: bool, significant: bool, failed_limits: list[str]) -> str:
     head = (
         f"{d.metric} {d.challenger:.4f} vs {d.reference:.4f} for {d.versus}: "
-        f"delta {d.delta:+.4f}, {d.test} p={d.p_value:.3g} (n={d.n})."
+        f"delta {d.delta:+.4f} ({interval_level(d.significance)} CI {d.delta_ci_low:+.4f} to "
+        f"{d.delta_ci_high:+.4f}), two-sided {d.test} {format_p(d.p_value)} (n={d.n})."
     )
     if d.promote:
         return f"{head} Better by at least {d.min_improvement:g} and significant: promoted."

@@ -1,7 +1,8 @@
 """The model card of a registered version, rendered from the run's own records.
 
 The same text goes into the logged model (README.md of the transformers artifact) and
-into the registry version's description, so the two never disagree.
+into the registry version's description, so the two never disagree. Labels, notes and
+names come from data and configs: they are escaped, so the MLflow UI shows them as text.
 """
 
 from __future__ import annotations
@@ -38,48 +39,53 @@ def _metric_rows(card: Scorecard) -> list[list[str]]:
         f"**{_fmt(card.primary)}** ({level}% CI {_fmt(card.ci_low)} to {_fmt(card.ci_high)}, "
         f"{card.resamples} bootstrap resamples)"
     )
-    rows = [[f"**{card.primary_metric}** (primary)", primary]]
+    rows = [[f"**{md.cell(card.primary_metric)}** (primary)", primary]]
     for key in sorted(card.metrics):
         if key.startswith("test_") and key != f"test_{card.primary_metric}":
-            rows.append([key.removeprefix("test_"), _fmt(card.metrics[key])])
+            rows.append([md.cell(key.removeprefix("test_")), md.cell(_fmt(card.metrics[key]))])
     return rows
 
 
 def render(result: TrainResult, card: Scorecard, run_id: str | None = None) -> str:
     """Markdown: intended use, data, metrics, costs, limitations, lineage."""
     labels = _labels(card)
-    use = INTENDED_USE[card.task].format(labels=", ".join(labels) if labels else "its labels")
+    shown = ", ".join(md.inline(label) for label in labels) if labels else "its labels"
+    use = INTENDED_USE[card.task].format(labels=shown)
     lines = [
-        f"# {result.dataset}: {card.method} on {result.model}",
+        f"# {md.inline(result.dataset)}: {md.inline(card.method)} on {md.inline(result.model)}",
         "",
         "## Intended use",
         use,
         "",
         "## Data",
-        f"- dataset `{result.dataset}`, data version `{result.data_version or 'unrecorded'}`",
-        f"- evaluated on the frozen test split (md5 `{card.test_split or 'unrecorded'}`, "
+        f"- dataset {md.code(result.dataset)}, "
+        f"data version {md.code(result.data_version or 'unrecorded')}",
+        f"- evaluated on the frozen test split (md5 {md.code(card.test_split or 'unrecorded')}, "
         f"{card.test_rows} rows)",
         "",
         "## Metrics (test split)",
         md.table(["metric", "value"], _metric_rows(card)),
         "",
         "## Costs",
-        md.table(["", ""], [[k, _fmt(v)] for k, v in card.costs.items() if v is not None]),
+        md.table(
+            ["", ""],
+            [[md.cell(k), md.cell(_fmt(v))] for k, v in card.costs.items() if v is not None],
+        ),
         "",
         "## Limitations",
         *[f"- {item}" for item in LIMITATIONS],
     ]
     for note in result.notes:
-        lines.append(f"- {note}")
+        lines.append(f"- {md.inline(note)}")
     lines += [
         "",
         "## Lineage",
-        f"- method `{card.method}`, base model `{result.model}`, device {result.device} "
-        f"({result.precision})",
-        f"- run folder `{result.output_dir.rsplit('/', 1)[-1]}`"
-        + (f", MLflow run `{run_id}`" if run_id else ""),
+        f"- method {md.code(card.method)}, base model {md.code(result.model)}, "
+        f"device {md.inline(result.device)} ({md.inline(result.precision)})",
+        f"- run folder {md.code(result.output_dir.rsplit('/', 1)[-1])}"
+        + (f", MLflow run {md.code(run_id)}" if run_id else ""),
         "- library versions: "
-        + ", ".join(f"{k} {v}" for k, v in sorted((result.versions or {}).items())),
+        + ", ".join(md.inline(f"{k} {v}") for k, v in sorted((result.versions or {}).items())),
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,9 +1,10 @@
 """What a finished run can serve, and how it is packaged for MLflow.
 
 One ``Servable`` per run folder. The same object is logged to MLflow (transformers
-flavor for language models, tunelab's pyfunc for the TF-IDF baseline) and used to time
-per-example inference, so the latency in a run's scorecard is the latency of what gets
-registered. A registered version is loaded back as a ``LoadedModel``.
+flavor for language models, tunelab's pyfunc for the TF-IDF baseline, logged as code: no
+pickle) and used to time per-example inference, so the latency in a run's scorecard is the
+latency of what gets registered. A registered version is loaded back as a ``LoadedModel``
+by tunelab's own loaders (``safe_load``): its files are read as data, never run as code.
 
 Runs with nothing to serve (majority class, prompting baselines, prefix/prompt tuning
 that cannot be merged) get ``servable() -> None`` and a reason from ``why_not_servable``.
@@ -11,10 +12,13 @@ that cannot be merged) get ``servable() -> None`` and a reason from ``why_not_se
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 
@@ -36,6 +40,10 @@ HF_TASKS = {
 GENERATION_CONFIG = MappingProxyType({"max_new_tokens": 64, "do_sample": False})
 PROMPT_PLACEHOLDER = "{prompt}"
 LATENCY_EXAMPLES = 32  # test inputs timed one by one for the latency costs
+GENERATOR_TASKS = ("text-generation", "text2text-generation")
+# The TF-IDF pyfunc, logged as code: MLflow copies this file into the model.
+PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
+PIPELINE_ARTIFACT = "pipeline"  # the skops file, among the pyfunc's artifacts
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,9 @@ class Servable:
 
     def pipeline(self):
         """The transformers pipeline over the saved folder (CPU; what MLflow logs)."""
-        from transformers import pipeline
+        from tunelab.lifecycle import safe_load
 
-        return pipeline(self.hf_task, model=str(self.path), tokenizer=str(self.path), device="cpu")
+        return safe_load.load_pipeline(self.path, self.path, self.hf_task)
 
     def prompt_template(self, pipe) -> str | None:
         """The chat framing the model was trained with, as MLflow's ``prompt_template``.
@@ -84,21 +92,46 @@ class Servable:
     def predictor(self):
         """A callable texts -> answers (labels or generations) for timing and checks."""
         if self.kind == "sklearn":
-            from tunelab.lifecycle.pyfunc import load_sklearn
+            from tunelab.lifecycle.safe_load import load_sklearn
 
             pipeline = load_sklearn(self.path)
             return lambda texts: [str(p) for p in pipeline.predict(list(texts))]
         pipe = self.pipeline()
-        template = self.prompt_template(pipe)
+        return TextPipeline(pipe, self.is_generator, self.prompt_template(pipe)).predict
+
+
+@dataclass(frozen=True)
+class TextClassifier:
+    """The TF-IDF pipeline as served: texts in, a label and its probability out."""
+
+    pipeline: Any  # sklearn.pipeline.Pipeline
+
+    def predict(self, texts: list[str]) -> pd.DataFrame:
+        proba = self.pipeline.predict_proba(list(texts))
+        classes = [str(c) for c in self.pipeline.classes_]
+        return pd.DataFrame(
+            {
+                "label": [classes[i] for i in proba.argmax(axis=1)],
+                "score": proba.max(axis=1).astype(float),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class TextPipeline:
+    """A transformers pipeline as served: a label, or a greedy generation, per text."""
+
+    pipe: Any  # transformers.Pipeline
+    is_generator: bool
+    template: str | None = None  # chat framing, PROMPT_PLACEHOLDER where the text goes
+
+    def predict(self, texts: list[str]) -> list[str]:
         if not self.is_generator:
-            return lambda texts: [row["label"] for row in pipe(list(texts))]
-
-        def generate(texts):
-            prompts = [template.replace(PROMPT_PLACEHOLDER, t) if template else t for t in texts]
-            outputs = pipe(prompts, return_full_text=False, **GENERATION_CONFIG)
-            return [out[0]["generated_text"].strip() for out in outputs]
-
-        return generate
+            return [row["label"] for row in self.pipe(list(texts))]
+        template = self.template
+        prompts = [template.replace(PROMPT_PLACEHOLDER, t) if template else t for t in texts]
+        outputs = self.pipe(prompts, return_full_text=False, **GENERATION_CONFIG)
+        return [out[0]["generated_text"].strip() for out in outputs]
 
 
 def servable(result: TrainResult) -> Servable | None:
@@ -122,8 +155,13 @@ def why_not_servable(result: TrainResult) -> str | None:
 
     model_file = result.artifacts.get("model", "")
     if result.method == "baseline":
-        if model_file.endswith((".skops", ".joblib")):
+        if model_file.endswith(".skops"):
             return None
+        if model_file.endswith(".joblib"):
+            return (
+                "its TF-IDF model was saved with joblib (pickle) by an older tunelab, and "
+                "loading a pickle can run code: retrain it (it is saved with skops now)"
+            )
         return (
             "baselines other than TF-IDF (majority class, prompting) are compared against, "
             "not served"
@@ -215,19 +253,19 @@ def pip_requirements(names: list[str]) -> list[str]:
 def log_model(result: TrainResult, card: Scorecard):
     """Log the servable model into the active run; returns MLflow's ModelInfo.
 
-    The transformers flavor for language models, tunelab's pyfunc for TF-IDF.
+    The transformers flavor (safetensors) for language models; for TF-IDF, the pyfunc in
+    ``pyfunc.py`` logged as code (MLflow copies the file: nothing is pickled) with the
+    skops file as its artifact.
     """
     import mlflow
 
     served = servable(result)
     example = _input_example(card)
     if served.kind == "sklearn":
-        from tunelab.lifecycle.pyfunc import TextClassifierModel
-
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=TextClassifierModel(),
-            artifacts={"pipeline": str(served.path)},
+            python_model=str(PYFUNC_FILE),
+            artifacts={PIPELINE_ARTIFACT: str(served.path)},
             input_example=[example],
             pip_requirements=pip_requirements(["scikit-learn", "skops", "pandas", "mlflow"]),
         )
@@ -261,12 +299,13 @@ def _input_example(card: Scorecard) -> str:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered version loaded as an MLflow pyfunc."""
+    """A registered version, loaded by tunelab (``model`` is a TextClassifier or
+    TextPipeline: anything whose ``predict`` takes a list of texts)."""
 
     name: str
     version: str
     uri: str
-    model: object  # mlflow.pyfunc.PyFuncModel
+    model: Any
 
     def predict(self, texts: list[str]) -> list[str]:
         """Labels (classifiers) or generated text (generators), one per input."""
@@ -285,7 +324,46 @@ def strings_of(value, column: str) -> list[str]:
 
 
 def load_registered(name: str, version: str, uri: str) -> LoadedModel:
-    """Load ``models:/...`` (version ``version`` of ``name``) as any MLflow user would."""
-    import mlflow.pyfunc
+    """Version ``version`` of ``name``, its files loaded by tunelab's own loaders.
 
-    return LoadedModel(name, str(version), uri, mlflow.pyfunc.load_model(uri))
+    Not through ``mlflow.pyfunc.load_model``, which unpickles or runs the code stored with
+    the model: whoever can write the artifact store would run code here.
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    source = ModelsArtifactRepository.get_underlying_uri(f"models:/{name}/{version}")
+    local = urlparse(source).scheme in ("", "file")  # read in place: no copy, no write
+    with tempfile.TemporaryDirectory(prefix="tunelab-model-") as tmp:
+        folder = download_artifacts(artifact_uri=source, dst_path=None if local else tmp)
+        return LoadedModel(name, str(version), uri, load_logged(Path(folder), uri))
+
+
+def load_logged(folder: Path, shown: str) -> TextClassifier | TextPipeline:
+    """A model tunelab logged, from its downloaded folder (``shown`` names it in errors):
+    the skops file of a TF-IDF pyfunc, or a transformers model's safetensors."""
+    from mlflow.models import Model
+
+    from tunelab.lifecycle import safe_load
+
+    meta = Model.load(str(folder))  # the MLmodel file: YAML
+    transformers = meta.flavors.get("transformers")
+    if transformers is not None:
+        task = transformers.get("task")
+        model_dir = safe_load.inside(folder, transformers.get("model_binary"), shown)
+        tokenizer_dir = safe_load.inside(folder, "components/tokenizer", shown)
+        if not tokenizer_dir.is_dir():
+            tokenizer_dir = model_dir
+        pipe = safe_load.load_pipeline(model_dir, tokenizer_dir, task, shown)
+        template = (meta.metadata or {}).get("prompt_template")
+        return TextPipeline(pipe, task in GENERATOR_TASKS, template)
+    artifacts = meta.flavors.get("python_function", {}).get("artifacts") or {}
+    if PIPELINE_ARTIFACT in artifacts:
+        relative = artifacts[PIPELINE_ARTIFACT].get("path")
+        path = safe_load.inside(folder, relative, shown)
+        return TextClassifier(safe_load.load_sklearn(path, f"{shown} ({relative})"))
+    raise safe_load.UntrustedModelError(
+        f"{shown} is not a model tunelab logged (flavors: {', '.join(meta.flavors)}); "
+        "tunelab loads only its transformers and TF-IDF models. Load it with MLflow if you "
+        "trust whoever can write the model store."
+    )

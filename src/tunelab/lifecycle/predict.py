@@ -1,5 +1,6 @@
-"""Predict with a registered model: ``NAME@ALIAS`` (or ``NAME/VERSION``) through
-``models:/...``, exactly as any MLflow user would load it. What `tunelab predict` runs."""
+"""Predict with a registered model: ``NAME@ALIAS`` (or ``NAME/VERSION``), resolved in the
+registry and loaded by tunelab's own loaders (``packaging.load_registered``), which read
+the model's files as data: no code stored with the model runs. What `tunelab predict` runs."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def parse(reference: str) -> tuple[str, str | None, str | None]:
 
 
 def load(tracking: Tracking, reference: str) -> LoadedModel:
-    """Resolve the reference in the registry (clear errors), then load it as a pyfunc."""
+    """Resolve the reference in the registry (clear errors), then load the version safely."""
     name, alias, version = parse(reference)
     known = registry.aliases(tracking, name)  # unknown model -> lists registered models
     if alias is not None:

@@ -1,9 +1,12 @@
-"""The TF-IDF baseline as served: its saved pipeline file and tunelab's MLflow pyfunc.
+"""The TF-IDF baseline as an MLflow pyfunc, logged as code ("models from code").
 
-Its own module for two reasons: it imports mlflow at the top (seconds), so only logging,
-loading or timing a TF-IDF model imports it; and MLflow pickles the class by its module
-path, so every logged TF-IDF model needs ``tunelab.lifecycle.pyfunc.TextClassifierModel``
-to load. Keep that path stable.
+``packaging.log_model`` passes this file's path to ``mlflow.pyfunc.log_model``: MLflow
+copies it into the logged model and runs it when someone calls
+``mlflow.pyfunc.load_model``, so nothing is pickled. The pipeline itself is the skops
+file among the model's artifacts, read against tunelab's allow-list. tunelab's own
+loaders (gate, `tunelab predict`) never run this file.
+
+Do not import this module: running it registers the model with ``set_model``.
 """
 
 from __future__ import annotations
@@ -11,22 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
-import pandas as pd
+import mlflow
+from mlflow.pyfunc import PythonModel
 
 
-def load_sklearn(path: Path):
-    """A scikit-learn pipeline saved by the TF-IDF baseline (skops: no arbitrary code runs)."""
-    if path.suffix == ".skops":
-        import skops.io as sio
-
-        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
-    import joblib
-
-    return joblib.load(path)
-
-
-class TextClassifierModel(mlflow.pyfunc.PythonModel):
+class TextClassifierModel(PythonModel):
     """The TF-IDF baseline as a pyfunc: texts in, a label and its probability out.
 
     The plain sklearn flavor hands the pipeline a DataFrame, which TfidfVectorizer reads as
@@ -34,21 +26,15 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        self.pipeline = load_sklearn(Path(context.artifacts["pipeline"]))
+        from tunelab.lifecycle.packaging import TextClassifier
+        from tunelab.lifecycle.safe_load import load_sklearn
+
+        self.classifier = TextClassifier(load_sklearn(Path(context.artifacts["pipeline"])))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        proba = self.pipeline.predict_proba(texts_of(model_input))
-        classes = [str(c) for c in self.pipeline.classes_]
-        return pd.DataFrame(
-            {
-                "label": [classes[i] for i in proba.argmax(axis=1)],
-                "score": proba.max(axis=1).astype(float),
-            }
-        )
+        from tunelab.lifecycle.packaging import strings_of
+
+        return self.classifier.predict(strings_of(model_input, "text"))
 
 
-def texts_of(model_input) -> list[str]:
-    """Texts from what a pyfunc receives: a DataFrame (its 'text' or first column), list, str."""
-    from tunelab.lifecycle.packaging import strings_of
-
-    return strings_of(model_input, "text")
+mlflow.models.set_model(TextClassifierModel())

@@ -2,23 +2,53 @@
 
 Aliases: ``challenger`` (the newest version that was not promoted), ``champion`` (what
 ``models:/NAME@champion`` serves), ``previous`` (the champion before the last promotion,
-for rollback). Alias moves are always the last step of an operation and are read back;
-a failure before them leaves every alias where it was.
+for rollback).
+
+Every move is safe to retry and leaves a recognisable state if it stops half-way.
+A version is created once per run (found again by run id and source, never created
+twice on a lost response) with ``gate.state=pending``. The decision is tagged on the
+version, then ``gate.state`` records the intended alias moves in one write, e.g.
+``moving: gate decision at 2026-...; previous=1, champion=2; before champion=1``;
+aliases move last, in an order that keeps ``champion`` valid and the rollback target
+recorded; then ``gate.state`` says ``done: ...``. :func:`doctor` finds what stopped
+between these steps and finishes or reverts it; :func:`recover` does the safe part of
+that before every registration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 
 from tunelab.config import RunConfig
-from tunelab.errors import RegistryError
+from tunelab.errors import RegistryError, TrackingError
 from tunelab.lifecycle import gate, model_card
-from tunelab.lifecycle.tracking import TrackedRun, Tracking, call, mlflow_client
+from tunelab.lifecycle.tracking import TAG, TrackedRun, Tracking, call, mlflow_client
 from tunelab.runs import TrainResult
 from tunelab.scorecard import Scorecard
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ROLE = {"classification": "classifier", "generation": "generator", "preference": "policy"}
+# Where a version is in its registration (one version tag, so one write changes it):
+# pending -> moving (with the intended moves) -> done; "abandoned" (never judged) and
+# "superseded" (its moves were overtaken) are doctor's verdicts on ones that stopped.
+STATE = "gate.state"
+PENDING, MOVING, DONE, ABANDONED, SUPERSEDED = (
+    "pending",
+    "moving",
+    "done",
+    "abandoned",
+    "superseded",
+)
+DECISION = "gate.decision"
+DECISION_ARTIFACT = "promotion/decision.json"
+# A registration's run: the same trained and evaluated run has the same key.
+KEY_TAG = f"{TAG}registration_key"
+# An unjudged version younger than this may belong to a registration still running
+# (judging can re-score a champion for minutes): doctor leaves it alone.
+PENDING_AFTER_S = 3600.0
+CREATE_ATTEMPTS = 3
 
 
 def model_name(cfg: RunConfig) -> str:
@@ -36,7 +66,8 @@ def register(
     card: Scorecard,
     tracked: TrackedRun,
 ) -> str:
-    """Create a new version of the run's model (with tags and model card); returns it.
+    """The version of the run's model: the one an earlier attempt created for the same
+    run and source, else a new one (tags, model card, ``gate.state=pending``).
 
     Refused for runs whose evaluation failed or that have no servable model.
     """
@@ -51,8 +82,10 @@ def register(
             f"Refusing to register the {card.method} run {tracked.run_id} as {name}: it has "
             f"no servable model ({card.not_servable or 'no model was logged'})."
         )
-    client = mlflow_client()
     _ensure_registered_model(tracking, name, cfg)
+    existing = find_version(tracking, name, tracked.run_id, tracked.model_uri)
+    if existing is not None:
+        return existing
     level = round(card.ci_level * 100)
     tags = {
         "method": card.method,
@@ -63,31 +96,72 @@ def register(
         "primary_metric": card.primary_metric,
         card.primary_metric: f"{card.primary:.6g}",
         f"{card.primary_metric}_ci{level}": f"[{card.ci_low:.4g}, {card.ci_high:.4g}]",
+        STATE: PENDING,
     }
     description = model_card.render(result, card, run_id=tracked.run_id)
-    version = call(
+    return _create_version(tracking, name, tracked, tags, description)
+
+
+def find_version(tracking: Tracking, name: str, run_id: str, source: str) -> str | None:
+    """The (first) version of ``name`` registered from this run and source, if any."""
+    client = mlflow_client()
+    found = call(
         tracking,
-        f"register a version of {name}",
-        lambda: client.create_model_version(
-            name,
-            source=tracked.model_uri,
-            run_id=tracked.run_id,
-            tags=tags,
-            description=description,
-            run_link=tracked.run_url,
-            model_id=tracked.model_id,
-        ),
+        f"look up versions of {name} from run {run_id}",
+        lambda: client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"),
     )
-    return str(version.version)
+    versions = sorted(int(v.version) for v in found if v.source == source)
+    return str(versions[0]) if versions else None
+
+
+def _create_version(
+    tracking: Tracking, name: str, tracked: TrackedRun, tags: dict, description: str
+) -> str:
+    """create_model_version is not idempotent: after a connection error the request may
+    still have reached the server, so look the version up before asking again."""
+    client = mlflow_client()
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            version = call(
+                tracking,
+                f"register a version of {name}",
+                lambda: client.create_model_version(
+                    name,
+                    source=tracked.model_uri,
+                    run_id=tracked.run_id,
+                    tags=tags,
+                    description=description,
+                    run_link=tracked.run_url,
+                    model_id=tracked.model_id,
+                ),
+                attempts=1,
+            )
+            return str(version.version)
+        except TrackingError as exc:
+            found = find_version(tracking, name, tracked.run_id, tracked.model_uri)
+            if found is not None:
+                return found
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise TrackingError(
+                    f"{exc} Tried {CREATE_ATTEMPTS} times, each time checking that no "
+                    "version had been created."
+                ) from None
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> None:
+    """Create the registered model unless it exists; another run creating it at the same
+    time (RESOURCE_ALREADY_EXISTS) is as good."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client()
     try:
         call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
+        return
     except MlflowException:
+        pass
+    try:
         call(
             tracking,
             f"create registered model {name}",
@@ -98,6 +172,99 @@ def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> N
                 f"by tunelab. Serve `models:/{name}@{CHAMPION}`.",
             ),
         )
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def tracked_run(tracking: Tracking, dataset: str, key: str) -> TrackedRun | None:
+    """The finished run an earlier attempt logged under this registration key, if any
+    (the oldest: the one a version was first created from)."""
+    client = mlflow_client()
+    experiment = call(
+        tracking,
+        f"look up experiment {dataset}",
+        lambda: client.get_experiment_by_name(dataset),
+    )
+    if experiment is None:
+        return None
+    experiment_id = experiment.experiment_id
+    runs = call(
+        tracking,
+        "look up an earlier attempt's run",
+        lambda: client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        ),
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    model_uri = runs[0].data.tags.get(f"{TAG}model_uri")
+    model_id = (
+        model_uri.removeprefix("models:/")
+        if model_uri and model_uri.startswith("models:/") and model_uri.count("/") == 1
+        else None
+    )
+    return TrackedRun(
+        run_id, experiment_id, tracking.run_url(experiment_id, run_id), model_uri, model_id
+    )
+
+
+def recorded_decision(
+    tracking: Tracking, name: str, version: str
+) -> tuple[gate.Decision, AliasChange] | None:
+    """The decision an earlier attempt already applied to this version (None when it
+    was never judged: pending or abandoned)."""
+    mv = version_info(tracking, name, version)
+    state, intent = _read_state(mv)
+    decided = state in (DONE, SUPERSEDED) or (state is None and DECISION in mv.tags)
+    if not decided:
+        return None
+    before = {a: v for a, v in intent.before.items() if v} if intent else {}
+    return _load_decision(tracking, mv), AliasChange(name, version, before, aliases(tracking, name))
+
+
+def _load_decision(tracking: Tracking, mv) -> gate.Decision:
+    """The decision as logged on the version's run, else rebuilt from its tags."""
+    import math
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    known = {f.name for f in fields(gate.Decision)}
+    try:
+        logged = call(
+            tracking,
+            "read the recorded decision",
+            lambda: mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{DECISION_ARTIFACT}"),
+        )
+        return gate.Decision(**{k: v for k, v in logged.items() if k in known})
+    except (MlflowException, OSError, TypeError, ValueError):
+        pass
+    tags = mv.tags
+
+    def number(key: str) -> float:
+        try:
+            return float(tags[f"gate.{key}"])
+        except (KeyError, ValueError):
+            return math.nan
+
+    outcome = tags.get(DECISION, "")
+    return gate.Decision(
+        promote=outcome.startswith("promoted"),
+        reason=tags.get("gate.reason", outcome),
+        metric=tags.get("gate.metric", tags.get("primary_metric", "")),
+        versus=tags.get("gate.versus", ""),
+        challenger=number("challenger"),
+        reference=number("reference"),
+        delta=number("delta"),
+        p_value=number("p_value"),
+        test=tags.get("gate.test", ""),
+        forced=outcome == "promoted (forced)",
+    )
 
 
 # ---------------------------------------------------------------- reading
@@ -130,22 +297,61 @@ class AliasChange:
     after: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Intent:
+    """An operation's planned alias moves, as recorded in a version's gate.state."""
+
+    version: str
+    op: str  # "gate decision", "forced promotion", "rollback"
+    at: str  # UTC, ISO 8601: orders the operations
+    state: str  # MOVING, DONE or SUPERSEDED
+    moves: dict[str, str | None]  # in the order they are made; None: alias removed
+    before: dict[str, str | None]
+
+    def tag(self) -> str:
+        return (
+            f"{self.state}: {self.op} at {self.at}; {_format_moves(self.moves)}; "
+            f"before {_format_moves(self.before)}"
+        )
+
+
+def _read_state(mv) -> tuple[str | None, _Intent | None]:
+    """A version's gate.state: its state word and, once decided, the recorded intent."""
+    text = (mv.tags or {}).get(STATE)
+    if text is None:
+        return None, None
+    state, _, rest = text.partition(": ")
+    parts = rest.split("; ")
+    if len(parts) != 3 or " at " not in parts[0]:
+        return state.strip(), None
+    op, _, at = parts[0].rpartition(" at ")
+    before = _parse_moves(parts[2].removeprefix("before "))
+    return state, _Intent(str(mv.version), op, at, state, _parse_moves(parts[1]), before)
+
+
 def apply_decision(
     tracking: Tracking, name: str, version: str, run_id: str, decision: gate.Decision
 ) -> AliasChange:
-    """Record the decision (version tags, a note in the run), then move aliases last.
+    """Record the decision and the moves it implies (version tags, a note in the run),
+    then move aliases last.
 
-    Promoted: champion <- version, previous <- the old champion, challenger cleared.
+    Promoted: previous <- the old champion, champion <- version, challenger cleared (in
+    that order: champion is never left empty and the old one is never lost).
     Not promoted: challenger <- version.
     """
     client = mlflow_client()
     before = aliases(tracking, name)
-    for key, value in decision.to_tags().items():
-        call(
-            tracking,
-            "tag the version",
-            lambda k=key, v=value: client.set_model_version_tag(name, version, k, v),
-        )
+    moves: dict[str, str | None]
+    if decision.promote or decision.forced:
+        moves = {}
+        if before.get(CHAMPION) and before[CHAMPION] != version:
+            moves[PREVIOUS] = before[CHAMPION]
+        moves[CHAMPION] = version
+        if CHALLENGER in before:
+            # The challenger lost its chance: a newer or better version now holds champion.
+            moves[CHALLENGER] = None
+    else:
+        moves = {CHALLENGER: version}
     note = decision.to_markdown(name, version)
     call(
         tracking,
@@ -155,42 +361,65 @@ def apply_decision(
     call(
         tracking,
         "log the decision",
-        lambda: client.log_dict(run_id, decision.to_dict(), "promotion/decision.json"),
+        lambda: client.log_dict(run_id, decision.to_dict(), DECISION_ARTIFACT),
     )
-    if decision.promote or decision.forced:
-        moves = {CHAMPION: version}
-        if before.get(CHAMPION) and before[CHAMPION] != version:
-            moves[PREVIOUS] = before[CHAMPION]
-    else:
-        moves = {CHALLENGER: version}
-    after = _move_aliases(tracking, name, moves)
-    if (decision.promote or decision.forced) and CHALLENGER in after:
-        # The challenger lost its chance: a newer or better version now holds champion.
-        call(
-            tracking,
-            "clear challenger",
-            lambda: client.delete_registered_model_alias(name, CHALLENGER),
-        )
-        after.pop(CHALLENGER)
-    return AliasChange(name, version, before, after)
+    op = "forced promotion" if decision.forced else "gate decision"
+    intent = _record_intent(tracking, name, version, op, moves, before, decision.to_tags())
+    return AliasChange(name, version, before, _carry_out(tracking, name, intent))
 
 
-def _move_aliases(tracking: Tracking, name: str, moves: dict[str, str]) -> dict[str, str]:
-    """Set aliases (previous first, champion last) and verify them by reading back."""
+def _record_intent(
+    tracking: Tracking,
+    name: str,
+    version: str,
+    op: str,
+    moves: dict[str, str | None],
+    before: dict[str, str],
+    tags: dict[str, str],
+) -> _Intent:
+    """Tag the decision on the version, then its planned moves: gate.state=moving with
+    them is one write, so a stop before it leaves the version's earlier state intact."""
+    intent = _Intent(
+        version,
+        op,
+        datetime.now(UTC).isoformat(timespec="microseconds"),
+        MOVING,
+        moves,
+        dict(before),
+    )
+    _set_tags(tracking, name, version, {**tags, STATE: intent.tag()})
+    return intent
+
+
+def _carry_out(tracking: Tracking, name: str, intent: _Intent) -> dict[str, str]:
+    """Move the aliases of a recorded intent, then mark it done."""
+    after = _move_aliases(tracking, name, intent.moves)
+    _set_tags(tracking, name, intent.version, {STATE: replace(intent, state=DONE).tag()})
+    return after
+
+
+def _move_aliases(tracking: Tracking, name: str, moves: dict[str, str | None]) -> dict[str, str]:
+    """Set (or, for None, remove) aliases in the given order; verify by reading back."""
     client = mlflow_client()
-    order = [a for a in (PREVIOUS, CHALLENGER, CHAMPION) if a in moves]
-    for alias in order:
-        call(
-            tracking,
-            f"set alias {alias}",
-            lambda a=alias: client.set_registered_model_alias(name, a, moves[a]),
-        )
+    for alias, target in moves.items():
+        if target is None:
+            call(
+                tracking,
+                f"clear alias {alias}",
+                lambda a=alias: client.delete_registered_model_alias(name, a),
+            )
+        else:
+            call(
+                tracking,
+                f"set alias {alias}",
+                lambda a=alias, v=target: client.set_registered_model_alias(name, a, v),
+            )
     after = aliases(tracking, name)
     wrong = {a: v for a, v in moves.items() if after.get(a) != v}
     if wrong:
         raise RegistryError(
             f"Alias moves on {name} did not stick: wanted {wrong}, the registry says "
-            f"{after}. Check the registry with `tunelab registry list {name}`."
+            f"{after}. Check the registry with `tunelab registry doctor {name}`."
         )
     return after
 
@@ -198,6 +427,7 @@ def _move_aliases(tracking: Tracking, name: str, moves: dict[str, str]) -> dict[
 def promote(tracking: Tracking, name: str, version: str, reason: str) -> AliasChange:
     """A manual promotion (--force): logged as such on the version and its run."""
     mv = version_info(tracking, name, version)
+    recover(tracking, name)
     decision = gate.Decision(
         promote=True,
         reason=f"Promoted by hand: {reason}",
@@ -209,7 +439,17 @@ def promote(tracking: Tracking, name: str, version: str, reason: str) -> AliasCh
 
 
 def rollback(tracking: Tracking, name: str) -> AliasChange:
-    """champion <- previous; the demoted champion becomes the new 'previous'."""
+    """champion <- previous; the demoted champion becomes the new 'previous'.
+
+    champion moves first: a stop in between leaves the restored version serving and the
+    demoted one recorded in its gate.state, for :func:`recover` to finish. Run again after
+    such a stop, it finishes that rollback instead of rolling back twice.
+    """
+    for finding in recover(tracking, name):
+        if finding.op == "rollback" and finding.repaired and finding.kind == "interrupted":
+            _, intent = _read_state(version_info(tracking, name, finding.version))
+            before = {a: v for a, v in intent.before.items() if v} if intent else {}
+            return AliasChange(name, finding.version, before, aliases(tracking, name))
     before = aliases(tracking, name)
     if PREVIOUS not in before:
         raise RegistryError(
@@ -217,19 +457,262 @@ def rollback(tracking: Tracking, name: str) -> AliasChange:
             f"Promote a version by hand with `tunelab registry promote {name} VERSION --force`."
         )
     target, demoted = before[PREVIOUS], before.get(CHAMPION)
-    client = mlflow_client()
-    call(
-        tracking,
-        "tag the rollback",
-        lambda: client.set_model_version_tag(
-            name, target, "gate.decision", f"restored by rollback (replacing v{demoted})"
-        ),
-    )
-    moves = {CHAMPION: target}
+    if target == demoted:
+        raise RegistryError(
+            f"{name} has champion and previous both at version {target}: there is nothing to "
+            f"roll back to. Promote a version by hand with `tunelab registry promote {name} "
+            "VERSION --force`."
+        )
+    moves: dict[str, str | None] = {CHAMPION: target}
     if demoted:
         moves[PREVIOUS] = demoted
-    after = _move_aliases(tracking, name, moves)
-    return AliasChange(name, target, before, after)
+    tags = {DECISION: f"restored by rollback (replacing v{demoted})"}
+    intent = _record_intent(tracking, name, target, "rollback", moves, before, tags)
+    return AliasChange(name, target, before, _carry_out(tracking, name, intent))
+
+
+def _format_moves(moves: dict[str, str | None]) -> str:
+    """'previous=2, champion=3, challenger=-' ('-': removed); '-' for none."""
+    return ", ".join(f"{a}={v or '-'}" for a, v in moves.items()) or "-"
+
+
+def _parse_moves(text: str) -> dict[str, str | None]:
+    moves: dict[str, str | None] = {}
+    for part in text.split(","):
+        alias, sep, value = part.strip().partition("=")
+        if sep:
+            moves[alias] = None if value == "-" else value
+    return moves
+
+
+# ---------------------------------------------------------------- doctor
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One half-done registry move doctor found, and what it did or would do about it."""
+
+    model: str
+    version: str | None
+    kind: str  # "interrupted" | "unjudged" | "in progress" | "inconsistent"
+    problem: str
+    action: str
+    repaired: bool = False
+    op: str = ""  # the interrupted operation ("gate decision", "rollback", ...)
+
+    def __str__(self) -> str:
+        where = f"{self.model} v{self.version}" if self.version else self.model
+        label = "Repaired" if self.repaired else "To repair"
+        if self.kind == "in progress":
+            label = "Left alone"
+        return f"{where}: {self.problem}. {label}: {self.action}."
+
+
+def doctor(
+    tracking: Tracking,
+    name: str | None = None,
+    repair: bool = False,
+    *,
+    pending_after_s: float = PENDING_AFTER_S,
+) -> list[Finding]:
+    """Find half-done registry moves (of one model, else of all); with ``repair``,
+    finish or revert them. Returns what was found, each with what was (or would be) done.
+
+    - interrupted: a recorded decision whose alias moves did not all happen: finished,
+      or marked superseded when a later decision moved the same aliases since;
+    - unjudged: a version with no decision: marked abandoned (no alias moves), unless
+      younger than ``pending_after_s`` (its registration may still be running);
+    - inconsistent: champion/previous differ from the last recorded decision: set back.
+    """
+    client = mlflow_client()
+    if name is not None:
+        aliases(tracking, name)  # a clear error for an unknown model
+        names = [name]
+    else:
+        names = sorted(
+            m.name for m in call(tracking, "list models", client.search_registered_models)
+        )
+    findings: list[Finding] = []
+    for model in names:
+        findings += _examine(tracking, model, repair, pending_after_s, realign=repair)
+    return findings
+
+
+def recover(tracking: Tracking, name: str) -> list[Finding]:
+    """What every registration, promotion and rollback of ``name`` does first: finish
+    interrupted alias moves and retire long-unjudged versions. Aliases that only
+    disagree with the record (moved by hand, or a race) are reported, not moved."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    try:
+        call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
+    except MlflowException:
+        return []  # not registered yet: nothing can be half-done
+    return _examine(tracking, name, repair=True, pending_after_s=PENDING_AFTER_S, realign=False)
+
+
+def _examine(
+    tracking: Tracking, name: str, repair: bool, pending_after_s: float, realign: bool
+) -> list[Finding]:
+    versions = _versions(tracking, name)
+    findings = _finish_moves(tracking, name, versions, repair)
+    findings += _retire_unjudged(tracking, name, versions, repair, pending_after_s)
+    if any(f.repaired for f in findings):
+        versions = _versions(tracking, name)
+    found = _check_aliases(tracking, name, versions, realign)
+    return findings + ([found] if found else [])
+
+
+def _versions(tracking: Tracking, name: str) -> list:
+    client = mlflow_client()
+    found = call(
+        tracking,
+        f"list versions of {name}",
+        lambda: client.search_model_versions(f"name = '{name}'"),
+    )
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def _intents(versions: list) -> list[_Intent]:
+    intents = [intent for _, intent in map(_read_state, versions) if intent is not None]
+    return sorted(intents, key=lambda i: i.at)
+
+
+def _set_tags(tracking: Tracking, name: str, version: str, tags: dict[str, str]) -> None:
+    client = mlflow_client()
+    for key, value in tags.items():
+        call(
+            tracking,
+            f"tag {name} v{version}",
+            lambda k=key, v=value: client.set_model_version_tag(name, version, k, v),
+        )
+
+
+def _finish_moves(tracking: Tracking, name: str, versions: list, repair: bool) -> list[Finding]:
+    """Recorded decisions whose alias moves did not all happen, oldest first."""
+    intents = _intents(versions)
+    findings = []
+    for intent in [i for i in intents if i.state == MOVING]:
+        later = [j for j in intents if j.at > intent.at and j.state in (MOVING, DONE)]
+        live = {} if _overtaken(intent, later) else intent.moves
+        current = aliases(tracking, name)
+        problem = (
+            f"its {intent.op} of {intent.at[:19]} was recorded but the alias moves did not "
+            f"all happen (wanted {_format_moves(intent.moves)}; the registry has "
+            f"{_format_moves(current)})"
+        )
+        if live:
+            action = f"move {_format_moves(live)} and mark it done"
+        else:
+            overtaken = ", ".join(f"v{j.version}" for j in later)
+            action = f"mark it superseded (later decisions on {overtaken} moved these aliases)"
+        finding = Finding(name, intent.version, "interrupted", problem, action, op=intent.op)
+        if repair:
+            try:
+                if live:
+                    _move_aliases(tracking, name, live)
+                state = replace(intent, state=DONE if live else SUPERSEDED).tag()
+                _set_tags(tracking, name, intent.version, {STATE: state})
+                finding = replace(finding, repaired=True)
+            except RegistryError as exc:  # another move raced this one
+                finding = replace(finding, action=f"{action} (failed: {exc})")
+        findings.append(finding)
+    return findings
+
+
+def _overtaken(intent: _Intent, later: list[_Intent]) -> bool:
+    """All or nothing: a promotion or rollback is overtaken by any later move of champion
+    or previous (its other moves only followed from it), a challenger move by a later
+    challenger move."""
+    key = {CHAMPION, PREVIOUS} if CHAMPION in intent.moves else set(intent.moves)
+    return any(key & j.moves.keys() for j in later)
+
+
+def _retire_unjudged(
+    tracking: Tracking, name: str, versions: list, repair: bool, pending_after_s: float
+) -> list[Finding]:
+    """Versions created but never judged: their registration stopped before the gate."""
+    findings = []
+    now = time.time()
+    for mv in versions:
+        state, _ = _read_state(mv)
+        if not (state == PENDING or (state is None and DECISION not in (mv.tags or {}))):
+            continue
+        age = now - (mv.creation_timestamp or 0) / 1000
+        version = str(mv.version)
+        if age < pending_after_s:
+            findings.append(
+                Finding(
+                    name,
+                    version,
+                    "in progress",
+                    f"registered {age:.0f} s ago and not judged yet",
+                    "its registration may still be running; run it again to finish it",
+                )
+            )
+            continue
+        finding = Finding(
+            name,
+            version,
+            "unjudged",
+            "registered but never judged (its registration stopped before the gate)",
+            "mark it abandoned, 'not judged' (no alias moves); train again or promote it by hand",
+        )
+        if repair:
+            _set_tags(
+                tracking,
+                name,
+                version,
+                {
+                    DECISION: "not judged",
+                    "gate.reason": "Its registration stopped before the promotion gate "
+                    "decided; found and closed by `tunelab registry doctor`.",
+                    STATE: ABANDONED,
+                },
+            )
+            finding = replace(finding, repaired=True)
+        findings.append(finding)
+    return findings
+
+
+def _check_aliases(tracking: Tracking, name: str, versions: list, realign: bool) -> Finding | None:
+    """champion/previous against the last completed decision that set champion."""
+    known = {str(mv.version) for mv in versions}
+    recorded = [
+        i for i in _intents(versions) if i.state in (DONE, MOVING) and i.moves.get(CHAMPION)
+    ]
+    if not recorded or recorded[-1].state == MOVING:
+        return None  # nothing recorded yet, or an interrupted move (reported as such)
+    last = recorded[-1]
+    want: dict[str, str | None] = {CHAMPION: last.moves[CHAMPION]}
+    previous = last.moves[PREVIOUS] if PREVIOUS in last.moves else last.before.get(PREVIOUS)
+    if previous:
+        want[PREVIOUS] = previous
+    current = aliases(tracking, name)
+    wrong = {a: v for a, v in want.items() if current.get(a) != v}
+    if not wrong:
+        return None
+    shown = {a: current.get(a) for a in want}
+    finding = Finding(
+        name,
+        None,
+        "inconsistent",
+        f"the registry has {_format_moves(shown)} but the last recorded decision "
+        f"({last.op} of v{last.version}, {last.at[:19]}) left {_format_moves(want)}",
+        f"set {_format_moves(wrong)}",
+        op=last.op,
+    )
+    missing = [v for v in wrong.values() if v not in known]
+    if missing:
+        return replace(finding, action=f"none: version {missing[0]} no longer exists")
+    if realign:
+        _move_aliases(tracking, name, wrong)  # champion first: dict order of ``want``
+        finding = replace(finding, repaired=True)
+    return finding
+
+
+# ---------------------------------------------------------------- versions
 
 
 def version_info(tracking: Tracking, name: str, version: str):

@@ -6,7 +6,8 @@ config) points at a real ``mlflow server`` instead. Nothing happens at import: c
 :func:`setup` first; it fails fast, naming the URI, when a server cannot be reached.
 
 One experiment per dataset, one run per trained method (nested under a parent run when
-a pipeline trains several). No secrets reach MLflow: see :func:`redact`.
+a pipeline trains several). No secrets reach MLflow: params, the logged config.yaml,
+tags and messages pass through :func:`tunelab.redaction.redact`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from tunelab.config import RunConfig
 from tunelab.errors import TrackingError
 from tunelab.lifecycle import packaging
+from tunelab.redaction import URI_CREDENTIALS, redact
 from tunelab.runs import (
     PREDICTIONS_FILE,
     PROMPT_EXAMPLE_FILE,
@@ -52,9 +54,6 @@ HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
-SECRET_KEY = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.I)
-SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,})")
-URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s]+)@", re.I)
 
 
 @dataclass(frozen=True)
@@ -185,21 +184,7 @@ def _is_connection_error(exc: BaseException) -> bool:
     )
 
 
-# ---------------------------------------------------------------- redaction
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """Hide credentials: secret-looking keys, tokens inside strings, user:pass@ in URIs."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, key) for v in value]
-    if not isinstance(value, str):
-        return "***" if value is not None and SECRET_KEY.search(key) else value
-    if SECRET_KEY.search(key) and value:
-        return "***"
-    value = URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", value)
-    return SECRET_VALUE.sub("***", value)
+# ---------------------------------------------------------------- params
 
 
 def flat_params(cfg: RunConfig) -> dict[str, str]:
@@ -365,7 +350,7 @@ def log_run(
             if model_uri:
                 mlflow.set_tag(f"{TAG}model_uri", model_uri)
             if not card.ok:
-                mlflow.set_tag("mlflow.note.content", f"Evaluation failed: {card.error}")
+                mlflow.set_tag("mlflow.note.content", redact(f"Evaluation failed: {card.error}"))
             info = run.info
         return TrackedRun(
             info.run_id,

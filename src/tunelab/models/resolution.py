@@ -1,7 +1,9 @@
-"""Turn a model reference (alias, local folder or hub id) into a local folder, and its tokenizer."""
+"""Turn a model reference (alias, local folder or hub id) into a local folder, its tokenizer
+and what pins its weights."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +22,8 @@ FAMILIES = ("encoder", "decoder", "seq2seq")
 # the repository has none.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "merges*"]
 HUB_LEGACY_WEIGHTS = ["pytorch_model*.bin"]
+# (path, size, mtime_ns) -> sha256: a file is read once per process while it is unchanged.
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,56 @@ def resolve(reference: str, revision: str | None = None, prepare: bool = True) -
     if _looks_like_path(reference):
         raise ModelError(f"Model folder '{reference}' does not exist. {choices()}")
     raise ModelError(f"Unknown model '{reference}'. {choices()}")
+
+
+def weights_id(reference: str, revision: str | None = None) -> str:
+    """What pins the weights a model reference stands for, to key runs and cached steps.
+
+    An alias: its package version or build recipe (its folder is built from them, and
+    rebuilt when the recipe changes). A hub id: the commit it resolves to, fetched as
+    training fetches it, so a moving branch such as ``main`` is keyed by what is used. A
+    local folder: a hash of its files. Never raises: a reference that does not resolve is
+    keyed by its text, and training reports why it fails.
+    """
+    reference = reference.strip()
+    try:
+        if reference in ALIASES:
+            return f"alias:{alias_revision(reference)}"
+        resolved = resolve(reference, revision, prepare=True)
+        if resolved.source == "hub":
+            return f"hub:{resolved.revision}"
+        return f"path:{folder_digest(resolved.path)}"
+    except (ModelError, OSError):
+        return f"unresolved:{reference}@{revision}"
+
+
+def folder_digest(folder: Path) -> str:
+    """Hash of a folder's files (relative names and contents). Hidden entries and
+    checkpoint-* folders (a run's training state, not its model) are left out."""
+    folder = Path(folder)
+    lines = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "checkpoint-"))]
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            lines.append(f"{path.relative_to(folder).as_posix()} {file_digest(path)}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; remembered by path, size and modification time."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    found = _FILE_DIGESTS.get(key)
+    if found is None:
+        sha = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                sha.update(block)
+        found = _FILE_DIGESTS[key] = sha.hexdigest()
+    return found
 
 
 def load_tokenizer(model: ResolvedModel, trust_remote_code: bool = False):

@@ -1,28 +1,17 @@
 """Cache keys of the pipeline's steps: a step's key is a hash of what its output depends
-on (the data version, its config sections, the code version), so an unchanged step is
-reused and a changed one is recomputed."""
+on, so an unchanged step is reused and a changed one is recomputed. The train step's key
+is the run's fingerprint (tunelab.runs.fingerprint: config, data version, code, library
+versions, starting weights), the same one that names its run folder."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tunelab.config import RunConfig, digest
+from tunelab.runs import code_version, fingerprint
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def code_version() -> str:
-    """Hash of the tunelab sources that run: editing the code invalidates cached steps."""
-    files = sorted(SOURCE_ROOT.rglob("*.py"))
-    return digest([[f.relative_to(SOURCE_ROOT).as_posix(), _sha(f)] for f in files])
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+__all__ = ["StepKeys", "code_version", "evaluate_key", "register_key", "step_key", "train_key"]
 
 
 def step_key(step: str, *parts: Any) -> str:
@@ -31,8 +20,7 @@ def step_key(step: str, *parts: Any) -> str:
 
 
 def train_key(cfg: RunConfig, data_version: str, code: str) -> str:
-    sections = {s: cfg.model_dump(mode="json")[s] for s in ("data", "model", "train")}
-    return step_key("train", sections, data_version, code)
+    return step_key("train", fingerprint(cfg, data_version, code))
 
 
 def evaluate_key(train: str, cfg: RunConfig) -> str:

@@ -8,6 +8,7 @@ it in one go for `tunelab train`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from tunelab.pipeline.records import (
 from tunelab.runs import TrainResult
 from tunelab.scorecard import Scorecard
 from tunelab.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- the steps
 
@@ -83,19 +86,53 @@ def track_and_register(
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> Registration:
-    """Log the run; register its model and run the gate when it has one."""
+    """Log the run; register its model and run the gate when it has one.
+
+    Safe to run again after a failure at any point: the run an earlier attempt logged
+    (same registration key) and its version are reused, and a decision already applied
+    is not taken twice. Half-done moves of the model are finished first.
+    """
     started = time.perf_counter()
-    tracked = tracking.log_run(cfg, result, card, workspace, target, parent_run_id, extra_tags)
+    key = registration_key(cfg, result, card)
+    tracked = registry.tracked_run(target, result.dataset, key)
+    if tracked is None:
+        tags = {**(extra_tags or {}), registry.KEY_TAG: key}
+        tracked = tracking.log_run(cfg, result, card, workspace, target, parent_run_id, tags)
     done = Registration(tracked=tracked, not_registered=_why_not_registered(cfg, card, tracked))
     if done.not_registered is None:
         name = registry.model_name(cfg)
+        for finding in registry.recover(target, name):
+            # Another registration of the model may be running right now: not a problem.
+            level = logging.INFO if finding.kind == "in progress" else logging.WARNING
+            log.log(level, "registry: %s", finding)
         version = registry.register(target, cfg, result, card, tracked)
-        decision = evidence.judge(target, cfg, card, tracked)
-        change = registry.apply_decision(target, name, version, tracked.run_id, decision)
+        recorded = registry.recorded_decision(target, name, version)
+        if recorded is None:
+            decision = evidence.judge(target, cfg, card, tracked)
+            change = registry.apply_decision(target, name, version, tracked.run_id, decision)
+        else:
+            decision, change = recorded
         done.model_name, done.version = name, version
         done.decision, done.aliases = decision, change.after
     done.seconds = time.perf_counter() - started
     return done
+
+
+def registration_key(cfg: RunConfig, result: TrainResult, card: Scorecard) -> str:
+    """Same config, trained run and evaluation -> same key (a retrained or re-evaluated
+    run gets a new one); serving costs are left out: they are re-measured each time."""
+    from dataclasses import asdict
+
+    from tunelab.config import digest
+
+    evaluation = {
+        "status": card.status,
+        "error": card.error,
+        "test_split": card.test_split,
+        "metrics": card.metrics,
+        "servable": card.servable,
+    }
+    return digest({"config": cfg.config_hash(), "train": asdict(result), "card": evaluation})
 
 
 def _why_not_registered(cfg: RunConfig, card: Scorecard, tracked) -> str | None:
@@ -127,10 +164,11 @@ def register_step(
 def train_and_register(cfg: RunConfig, workspace: Workspace) -> Outcome:
     """The whole `tunelab train`. The tracking target is checked first: a dead server
     fails the command before any training time is spent."""
-    target = tracking.setup(workspace, cfg.registry.tracking_uri)
-    result = train_from_config(cfg, workspace)
-    card = evaluate(cfg, result, workspace)
-    return Outcome(result, card, track_and_register(cfg, result, card, workspace, target))
+    with workspace.lock():  # one writer per workspace (re-entrant: the CLI holds it too)
+        target = tracking.setup(workspace, cfg.registry.tracking_uri)
+        result = train_from_config(cfg, workspace)
+        card = evaluate(cfg, result, workspace)
+        return Outcome(result, card, track_and_register(cfg, result, card, workspace, target))
 
 
 def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:

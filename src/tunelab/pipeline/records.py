@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tunelab.redaction import redact
+
 if TYPE_CHECKING:
     from tunelab.lifecycle.gate import Decision
     from tunelab.lifecycle.tracking import TrackedRun
@@ -102,7 +104,8 @@ class MethodRecord:
     def fail(self, step: str, error: BaseException | str) -> MethodRecord:
         self.status = "failed"
         detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.error = f"{step}: {detail}"
+        # Error text goes to summary.json, the review and Prefect artifacts.
+        self.error = f"{step}: {redact(detail)}"
         return self
 
 

@@ -67,8 +67,10 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.train.method`` on the splits; results and files land in the run folder.
 
-    Re-running with the same config, data version and workspace reuses the same folder
-    and resumes from its last checkpoint.
+    The folder is named by the run's fingerprint (runs.fingerprint: config, data version,
+    code, libraries, starting weights). Re-run, an interrupted run resumes from its last
+    checkpoint; a finished one trains again from the start (train.resume_from names a
+    checkpoint to start from instead).
     """
     check_method(cfg)
     check_splits(cfg, data)

@@ -31,6 +31,7 @@ from tunelab.train.common import DeviceChoice, ResourceMeter, finish, new_result
 EVAL_SPLITS = ("test", "validation")
 PAIR_SEPARATOR = " [SEP] "
 MODEL_NAMES = {"majority": "majority-class", "tfidf": "tfidf-logreg"}
+MODEL_FILE = "model.skops"  # the TF-IDF pipeline
 
 
 def train(
@@ -193,13 +194,14 @@ def _tfidf(
 
 
 def _save_sklearn(pipeline, output_dir: Path) -> str:
-    """skops when installed (loading it does not execute arbitrary code), else joblib."""
+    """Always skops, never joblib/pickle: tunelab loads the file back as data, against an
+    allow-list of the pipeline's types (lifecycle/safe_load.py), so no code runs."""
     try:
         import skops.io as sio
     except ImportError:
-        import joblib
-
-        joblib.dump(pipeline, output_dir / "model.joblib")
-        return "model.joblib"
-    sio.dump(pipeline, output_dir / "model.skops")
-    return "model.skops"
+        raise TrainingError(
+            "train.baseline.kind=tfidf saves its model with skops, which is not installed. "
+            "Install it (`pip install skops`); tunelab never saves models with pickle."
+        ) from None
+    sio.dump(pipeline, output_dir / MODEL_FILE)
+    return MODEL_FILE

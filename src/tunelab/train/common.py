@@ -1,6 +1,6 @@
 """What every training method shares: the result record and its predictions file, devices,
-seeds, chat prompts and linear layers, resource measurement, Trainer arguments, resume,
-divergence and out-of-memory handling.
+seeds, chat prompts and linear layers, resource measurement, Trainer arguments, where
+training starts (resume), divergence and out-of-memory handling.
 
 torch and transformers are imported inside functions: the CLI imports this package.
 """
@@ -10,22 +10,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
+import shutil
 import threading
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
-from tunelab.runs import PREDICTIONS_FILE, TrainResult
+from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, TrainResult, is_finished, library_versions
 
 if TYPE_CHECKING:
     import pandas as pd
-
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn")
 
 
 # ---------------------------------------------------------------- devices and seeds
@@ -203,16 +200,6 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def library_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def finish(
     result: TrainResult, meter: ResourceMeter, device: DeviceChoice, plot: bool = True
 ) -> TrainResult:
@@ -300,6 +287,8 @@ def training_arguments(
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
+        # Not read by the Trainer: run_trainer starts from it when the folder has no run.
+        resume_from_checkpoint=t.resume_from,
         seed=t.seed,
         data_seed=t.seed,
         use_cpu=device.use_cpu,
@@ -373,14 +362,18 @@ def _readable_json(path: Path) -> bool:
 
 
 def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
-    """trainer.train(), resuming from the last checkpoint in output_dir if a run was cut off.
+    """trainer.train() from where this run starts (see :func:`start_point`).
 
-    Returns the TrainOutput and the checkpoint resumed from (None for a fresh start).
-    Out-of-memory becomes a TrainingError that says what to change.
+    Returns the TrainOutput, its train_loss over every step of the run (also those before
+    a resume), and the checkpoint resumed from (None for a fresh start). Out-of-memory
+    becomes a TrainingError that says what to change.
     """
     import torch
 
-    resume = last_checkpoint(output_dir)
+    named = getattr(getattr(trainer, "args", None), "resume_from_checkpoint", None)
+    resume = start_point(output_dir, named)
+    # Read before training: the Trainer may delete that checkpoint (save_total_limit).
+    earlier = loss_before(resume)
     try:
         with ResourceMeter() as meter:
             output = trainer.train(resume_from_checkpoint=resume)
@@ -390,8 +383,82 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
         if "out of memory" in str(exc).lower():
             raise out_of_memory(exc) from None
         raise
+    output = whole_run_loss(output, earlier)
     output.metrics["train_peak_rss_mb"] = round(meter.peak_rss_mb, 1)
     return output, resume
+
+
+def start_point(output_dir: Path, named: str | None = None) -> str | None:
+    """The checkpoint training resumes from: the last one of an interrupted run in
+    output_dir, else ``named`` (train.resume_from), else None (from scratch).
+
+    A folder holding a finished run is being retrained (its step was recomputed): its
+    checkpoints are that run's end, so they and its record are removed, never resumed.
+    """
+    output_dir = Path(output_dir)
+    if is_finished(output_dir):
+        for folder in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        (output_dir / RESULT_FILE).unlink(missing_ok=True)
+    own = last_checkpoint(output_dir)
+    if own is not None or named is None:
+        return own
+    if not _readable_json(Path(named).expanduser() / "trainer_state.json"):
+        raise TrainingError(
+            f"train.resume_from={named!r} is not a checkpoint (no readable "
+            "trainer_state.json in it). Point it at a checkpoint-N folder of an earlier run, "
+            "or remove it to train from scratch."
+        )
+    return str(Path(named).expanduser())
+
+
+@dataclass(frozen=True)
+class EarlierLoss:
+    """The training loss logged before a resume: up to ``start``, ``steps`` of them
+    summed to ``total`` (a step after the checkpoint's last log is not among them)."""
+
+    start: int = 0
+    total: float = 0.0
+    steps: int = 0
+
+
+def loss_before(checkpoint: str | None) -> EarlierLoss:
+    """The losses a checkpoint's trainer_state.json logged (each the mean since the
+    previous log); nothing for a fresh start."""
+    if not checkpoint:
+        return EarlierLoss()
+    try:
+        path = Path(checkpoint) / "trainer_state.json"
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return EarlierLoss()
+    start = int(state.get("global_step") or 0)
+    return EarlierLoss(start, *logged_loss(state.get("log_history") or [], start))
+
+
+def whole_run_loss(output, earlier: EarlierLoss):
+    """The TrainOutput with train_loss over every step of the run: the Trainer averages
+    only the steps of its own train() call, so the steps before a resume are added."""
+    steps = output.global_step - earlier.start
+    if earlier.steps <= 0 or steps < 0:
+        return output
+    loss = (earlier.total + output.training_loss * steps) / (earlier.steps + steps)
+    metrics = {**(output.metrics or {}), "train_loss": loss}
+    return output._replace(training_loss=loss, metrics=metrics)
+
+
+def logged_loss(log_history: list[dict], upto: int) -> tuple[float, int]:
+    """(sum of the per-step losses, steps covered) of the loss logs up to step ``upto``."""
+    rows = sorted(
+        (int(e["step"]), float(e["loss"]))
+        for e in log_history
+        if "loss" in e and e.get("step") is not None and int(e["step"]) <= upto
+    )
+    total, previous = 0.0, 0
+    for step, loss in rows:
+        total += loss * (step - previous)
+        previous = step
+    return total, previous
 
 
 def record_trainer_output(result: TrainResult, output) -> None:

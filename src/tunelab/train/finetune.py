@@ -149,7 +149,7 @@ def make_trainer(job: Job, model, output_dir: Path, device: common.DeviceChoice)
 
 
 def fit(job: Job, model, output_dir: Path, device: common.DeviceChoice) -> Fitted:
-    """Train (resuming from the last checkpoint in output_dir, if any)."""
+    """Train: from scratch, or resuming an interrupted run (common.run_trainer)."""
     trainer = make_trainer(job, model, output_dir, device)
     output, resumed = common.run_trainer(trainer, output_dir)
     # Rows are unpadded, so their mean length is the non-pad tokens per example. (The

@@ -12,7 +12,8 @@ otherwise prompt and response are plain text separated by a newline.
 Before and after training the held-out test split is scored with our own code (not trl's,
 the shared LM engine): sequence log-probabilities of chosen and rejected responses under the
 policy and the reference, and the implicit DPO reward ``r = beta * (logp_policy - logp_ref)``;
-the metrics of that table come from :func:`tunelab.evaluate.preference_metrics`.
+the metrics of that table come from :func:`tunelab.evaluate.preference_metrics`. A pair whose
+margin is 0 counts half a win, so the untrained policy (the reference) has reward accuracy 0.5.
 
 trl's defaults target big GPUs (bf16, gradient checkpointing, lr 1e-6, max_length 1024); every
 setting that matters is passed from the run config instead. trl disables dropout in DPO
@@ -167,8 +168,8 @@ def train(
             common.save_predictions(table, output_dir, result)
             result.notes.append(
                 "Before training the policy equals the reference, so the implicit rewards are 0 "
-                "(reward accuracy 0, margin 0); before_test_loglik_win_rate is the only "
-                "before-training score."
+                "(every pair a tie: reward accuracy 0.5, margin 0); before_test_loglik_win_rate "
+                "is the only before-training score."
             )
 
         with torch.no_grad():
@@ -417,7 +418,8 @@ def _reference_mode(model, adapter: bool):
 def predictions_table(
     frame: pd.DataFrame, before: dict, after: dict, ref: dict, beta: float
 ) -> pd.DataFrame:
-    """One row per held-out pair: log-probs before / after / under the reference, rewards, wins."""
+    """One row per held-out pair: log-probs before / after / under the reference, rewards, and
+    wins (1, a tie 0.5, 0)."""
     table = pd.DataFrame(
         {
             "prompt": frame["prompt"].tolist(),
@@ -434,9 +436,14 @@ def predictions_table(
     table["reward_chosen"] = beta * (table["logp_chosen_policy"] - table["logp_chosen_ref"])
     table["reward_rejected"] = beta * (table["logp_rejected_policy"] - table["logp_rejected_ref"])
     table["reward_margin"] = table["reward_chosen"] - table["reward_rejected"]
-    table["reward_win"] = table["reward_margin"] > 0
-    table["loglik_win"] = table["logp_chosen_policy"] > table["logp_rejected_policy"]
-    table["before_loglik_win"] = table["logp_chosen_before"] > table["logp_rejected_before"]
+    # A tie is half a win: a policy equal to its reference scores 0.5, the coin flip it is.
+    table["reward_win"] = evaluate.win_scores(table["reward_margin"])
+    table["loglik_win"] = evaluate.win_scores(
+        table["logp_chosen_policy"] - table["logp_rejected_policy"]
+    )
+    table["before_loglik_win"] = evaluate.win_scores(
+        table["logp_chosen_before"] - table["logp_rejected_before"]
+    )
     return table
 
 
