@@ -55,6 +55,32 @@ class CheckThresholds(Section):
         le=1,
         description="Largest allowed share of examples longer than model.max_length tokens.",
     )
+    max_mojibake_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest allowed share of rows with mojibake (UTF-8 read as cp1252 or "
+        "latin-1, e.g. 'Ã©' for 'é'); any is reported as a warning.",
+    )
+
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+class CleanConfig(Section):
+    """A recorded cleaning policy, off by default: what it drops is counted and listed in
+    the dataset report and the version record, and the gate runs on the cleaned data."""
+
+    strip: bool = Field(False, description="Strip leading and trailing whitespace of texts.")
+    drop_empty: bool = Field(False, description="Drop rows whose text (or target) is empty.")
+    drop_duplicates: bool = Field(
+        False, description="Drop rows whose normalised text repeats within a split (keep first)."
+    )
+    drop_leaked: Literal["train"] | None = Field(
+        None,
+        description="train = drop from train the examples whose normalised text is also in "
+        "validation or test (the held-out splits stay whole). None = leaks fail the gate.",
+    )
 
 
 class DataConfig(Section):
@@ -80,15 +106,49 @@ class DataConfig(Section):
         default_factory=dict,
         description="Rename source columns to canonical ones, e.g. {label_text: label}.",
     )
+    split_columns: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per-split renames, applied with `columns`, for sources whose files name "
+        "a column differently, e.g. {test: {summary1: summary}}.",
+    )
     labels: list[str] | None = Field(
         None, description="Declared label set (classification). None = the labels found."
     )
-    max_rows: int | None = Field(None, ge=1, description="Keep at most this many rows (sampled).")
+    max_rows: int | dict[str, int] | None = Field(
+        None,
+        description="Keep at most this many rows (sampled): one number for the whole data "
+        "set, or per split, e.g. {train: 4000} (splits not named are kept whole).",
+    )
     splits: SplitFractions = Field(default_factory=SplitFractions, description="Split fractions.")
     seed: int = Field(13, description="Seed for sampling and splitting.")
     checks: CheckThresholds = Field(
         default_factory=CheckThresholds, description="Validation gate thresholds."
     )
+    clean: CleanConfig = Field(
+        default_factory=CleanConfig, description="Recorded cleaning before the gate (off)."
+    )
+    truncation: Literal["keep_end", "keep_start", "drop"] | None = Field(
+        None,
+        description="Preference and chat prompts longer than model.max_length: keep_end "
+        "keeps their last tokens (the latest turns), keep_start their first, drop leaves "
+        "those examples out; counted in the run's record. None = refuse them with an error.",
+    )
+
+    @model_validator(mode="after")
+    def _known_splits(self) -> DataConfig:
+        named = {"max_rows": self.max_rows if isinstance(self.max_rows, dict) else {}}
+        named["split_columns"] = self.split_columns
+        for field, mapping in named.items():
+            unknown = sorted(set(mapping) - set(SPLIT_NAMES))
+            if unknown:
+                raise ValueError(
+                    f"data.{field} names unknown split(s) {unknown}; splits are "
+                    f"{', '.join(SPLIT_NAMES)}"
+                )
+        caps = self.max_rows.values() if isinstance(self.max_rows, dict) else [self.max_rows]
+        if any(cap is not None and cap < 1 for cap in caps):
+            raise ValueError(f"data.max_rows must be at least 1, got {self.max_rows}")
+        return self
     remote: str | None = Field(
         None, description="DVC remote URL or folder; None = dvc-remote/ in the workspace."
     )
