@@ -1,4 +1,4 @@
-"""Flow `prepare-data`: ingest -> split -> validate -> the gate -> version -> report.
+"""Flow `prepare-data`: ingest -> split + clean -> validate -> the gate -> version -> report.
 
 Every dataset is validated before any is versioned: one failing gate stops the flow
 before anything downstream runs, and earlier versions stay as they were.

@@ -129,9 +129,15 @@ class DataConfig(Section):
     )
     truncation: Literal["keep_end", "keep_start", "drop"] | None = Field(
         None,
-        description="Preference and chat prompts longer than model.max_length: keep_end "
-        "keeps their last tokens (the latest turns), keep_start their first, drop leaves "
-        "those examples out; counted in the run's record. None = refuse them with an error.",
+        description="DPO prompts longer than model.max_length (train.dpo.max_length when "
+        "set): keep_end keeps their last tokens (the latest turns), keep_start their first, "
+        "drop leaves those pairs out; a cut prompt leaves room for the longer response (at "
+        "most half the length). Counted per split in the run's metrics "
+        "({split}_prompts_truncated, {split}_pairs_dropped). None = refuse them with an error.",
+    )
+
+    remote: str | None = Field(
+        None, description="DVC remote URL or folder; None = dvc-remote/ in the workspace."
     )
 
     @model_validator(mode="after")
@@ -149,9 +155,6 @@ class DataConfig(Section):
         if any(cap is not None and cap < 1 for cap in caps):
             raise ValueError(f"data.max_rows must be at least 1, got {self.max_rows}")
         return self
-    remote: str | None = Field(
-        None, description="DVC remote URL or folder; None = dvc-remote/ in the workspace."
-    )
 
 
 class ModelConfig(Section):
@@ -174,8 +177,10 @@ class PromptingConfig(Section):
     pattern: str | None = Field(
         None,
         description="Template around one input; fields {text}, {text_pair}, {prompt}, "
-        "{choices}. None = the task's default (a choice question for classification, "
-        "the prompt itself otherwise).",
+        "{choices}. None = the task's default: a choice question for classification; for "
+        "generation 'Respond to the following.' before the input, or a summarise "
+        "instruction when most inputs are bare conversations; the prompt itself for "
+        "preference data.",
     )
     verbalizer: dict[str, str] | None = Field(
         None, description="Label -> words the model says for it; None = the label itself."
@@ -414,14 +419,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / base).resolve()
     if base_path in seen:
         raise ConfigError(f"Config file {path} has a 'base' cycle through {base_path}.")
-    return _merge(_read_yaml(base_path, (*seen, path.resolve())), raw)
+    return merge(_read_yaml(base_path, (*seen, path.resolve())), raw)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Nested mappings merge key by key (a config's `base:`, a plan's shared `data:`);
+    other values replace."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out

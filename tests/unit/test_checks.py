@@ -128,6 +128,7 @@ def test_empty_text_is_reported_once(shared):
     assert failure.check == "no text is empty or blank"
     assert failure.observed == "2 rows with an empty or blank text: test rows 2, 3"
     assert failure.threshold == "allowed: no empty strings"
+    assert "data.clean.drop_empty=true" in failure.fix
 
 
 def test_unknown_label(shared):
@@ -155,6 +156,7 @@ def test_leakage_between_splits_names_examples_and_splits(shared):
     )
     message = gate_message(outcome)
     assert "leak" in message.lower() and "Data Docs" in message
+    assert "Fix: data.clean.drop_leaked=train" in message
 
 
 def test_duplicate_heavy_data(shared):
@@ -166,6 +168,8 @@ def test_duplicate_heavy_data(shared):
     assert failure.observed.startswith("10.6% of rows (5 of 47) repeat an earlier row: ")
     assert f"'{original[0]}' x6 (train rows 1, 31, 32, 33 and 2 more)" in failure.observed
     assert failure.threshold == "at most 5.0% of rows"
+    assert "data.clean.drop_duplicates=true" in failure.fix
+    assert "data.checks.max_duplicate_rate" in failure.fix
 
 
 def test_label_missing_from_a_split(shared):
@@ -229,6 +233,7 @@ def test_too_long_share_names_the_token_counter(shared):
         "(13 tokens), train row 1 (12 tokens)"
     )
     assert "whitespace tokens" in failure.threshold
+    assert "model.max_length" in failure.fix and "data.truncation" not in failure.fix
     # A real tokenizer's label travels into the results too.
     chars = TokenCounter(count=len, label="characters (test counter)")
     outcome = validate(rows, shared, "long", "model.max_length=2000", token_counter=chars)
@@ -265,3 +270,59 @@ def test_single_class_is_rejected(shared):
     failure = only_failure(validate(rows, shared, "single", labels=False))
     assert failure.check == "the dataset has at least two labels"
     assert "1 label found ('positive')" in failure.observed
+
+
+def test_fixes_name_the_option_for_the_task():
+    seen = check_messages.Seen("preference", pd.DataFrame(), None, TokenCounter(len, "c"), 8)
+    assert check_messages.fix_for("too_long", seen).startswith("data.truncation=")
+    assert "data.checks.max_imbalance_ratio" in check_messages.fix_for("imbalance", seen)
+    assert check_messages.fix_for("no-such-check", seen) is None
+
+
+def test_leaks_between_held_out_splits_need_the_source(shared):
+    rows = classification()
+    rows["test"][0] = (rows["validation"][0][0], rows["validation"][0][1])
+    failure = only_failure(validate(rows, shared, "held-out-leak"))
+    assert failure.fix.startswith("data.clean.drop_leaked=train")
+    assert "validation and test must be fixed in the source" in failure.fix
+
+
+def mojibake_rows(broken: int):
+    rows = classification()
+    samples = ["The cafÃ© was great", "I donâ€™t like it", "schÃ¶n und gut", "Â£5 well spent"]
+    for i in range(broken):
+        label = rows["train"][i][1]
+        rows["train"][i] = (f"{samples[i % len(samples)]} ({i})", label)
+    return rows
+
+
+def test_mojibake_below_the_share_is_a_warning(shared):
+    outcome = validate(
+        mojibake_rows(1), shared, "mojibake-ok", "data.checks.max_mojibake_share=0.05"
+    )
+    assert outcome.success, check_messages.describe_failures(outcome)
+    (warning,) = outcome.warnings
+    assert warning.startswith("1 of 42 rows (2.4%) show mojibake")
+    assert "train row 1 'The cafÃ© was great (0)'" in warning
+    assert "re-read the source with the right encoding" in warning
+    assert outcome.results["warnings"] == [warning]
+
+
+def test_mojibake_above_the_share_fails_the_gate(shared):
+    outcome = validate(mojibake_rows(3), shared, "mojibake")
+    failure = only_failure(outcome)
+    assert "mojibake" in failure.check
+    assert failure.observed.startswith("3 of 42 rows (7.1%) show mojibake")
+    assert "train row 2 'I donâ€™t like it (1)'" in failure.observed
+    assert failure.threshold.startswith("at most 1.0% of rows")
+    assert "re-read the source with the right encoding" in failure.fix
+    assert "data.checks.max_mojibake_share" in failure.fix
+
+
+def test_clean_text_with_accents_and_quotes_is_not_mojibake(shared):
+    rows = classification()
+    fine = ["Café über naïve façade", "It’s “quoted” — fine…", "São Paulo, ÀÉÎ", "£5 and ©"]
+    for i, text in enumerate(fine):
+        rows["train"][i] = (text, rows["train"][i][1])
+    outcome = validate(rows, shared, "accents")
+    assert outcome.success and outcome.warnings == []

@@ -280,3 +280,68 @@ def test_hostile_rows_and_labels_are_shown_as_text(tmp_path):
     assert 'href="javascript' not in page and 'href="data' not in page
     assert "[x](javascript:alert(1)) ![](http://evil.example/x.png) &lt;script&gt;" in page
     assert "[y](data:text/html,z)" in page
+
+
+def test_cleaning_and_warnings_sections(tmp_path):
+    from tunelab.config import CleanConfig
+    from tunelab.data.clean import clean_splits
+
+    splits = classification_splits()
+    # "Truly  WONDERFUL" in test already leaks train row 3.
+    splits["train"].loc[10] = ["Truly wonderful", "pos", 11]  # repeats train row 3
+    splits["train"].loc[11] = ["<b>boring and dreadful</b> | x", "neg", 12]
+    splits["test"].loc[2] = ["<b>boring and dreadful</b> | x", "neg"]
+    policy = CleanConfig(drop_duplicates=True, drop_leaked="train")
+    cleaned = clean_splits(splits, "classification", policy)
+    warning = "1 of 12 rows (8.3%) show mojibake: train row 1 'cafÃ©'"
+    report = write_report(
+        "movies",
+        "classification",
+        "v2",
+        cleaned.frames,
+        Workspace(tmp_path),
+        cleaning=cleaned.cleaning,
+        warnings=[warning],
+    )
+    markdown = report.markdown
+    assert markdown.index("## Warnings") < markdown.index("## Rows per split")
+    assert markdown.index("## Rows per split") < markdown.index("## Cleaning")
+    assert report.summary["warnings"] == [warning]
+
+    assert [cells(r) for r in table_rows(markdown, "Cleaning")][:3] == [
+        ["train", "12", "0", "1", "2", "9", "0"],
+        ["validation", "0", "0", "0", "0", "0", "0"],
+        ["test", "3", "0", "0", "0", "3", "0"],
+    ]
+    dropped = [cells(r) for r in table_rows(markdown, "Cleaning")[3:]]
+    assert dropped[0] == ["split", "reason", "source row", "text", "detail"]
+    assert dropped[2:] == [
+        ["train", "duplicate", "11", "Truly wonderful", "repeats train row 3"],
+        ["train", "leaked", "3", "truly wonderful", "also in test"],
+        ["train", "leaked", "12", "&lt;b&gt;boring and dreadful&lt;/b&gt; \\| x", "also in test"],
+    ]
+    assert report.summary["cleaning"]["dropped"]["train"] == {
+        "empty": 0,
+        "duplicate": 1,
+        "leaked": 2,
+    }
+    assert report.summary["rows"]["train"] == 9
+
+
+def test_cleaning_off_says_so(tmp_path):
+    from tunelab.config import CleanConfig
+    from tunelab.data.clean import clean_splits
+
+    cleaned = clean_splits(classification_splits(), "classification", CleanConfig())
+    report = write_report(
+        "movies",
+        "classification",
+        "v3",
+        cleaned.frames,
+        Workspace(tmp_path),
+        cleaning=cleaned.cleaning,
+    )
+    section = report.markdown.split("## Cleaning\n", 1)[1].split("\n## ", 1)[0]
+    assert section.strip().startswith("Off (data.clean: strip=False")
+    assert "## Warnings" not in report.markdown
+    assert report.summary["cleaning"]["dropped_total"] == 0

@@ -93,8 +93,104 @@ def test_methods_of_one_dataset_must_share_its_data(tmp_path):
             }
         }
     }
-    with pytest.raises(ConfigError, match="describe its data differently"):
+    with pytest.raises(ConfigError, match="describe its data differently") as err:
         milestone.load_plan(write(tmp_path, raw))
+    assert "sentiment/lora differs from sentiment/tfidf in data.max_rows: None vs 100" in str(
+        err.value
+    )
+
+
+def test_a_shared_data_section_is_stated_once_for_every_method():
+    plan = milestone.load_plan(CONFIGS / "examples" / "shared-data.yaml")
+    (dataset,) = plan.datasets
+    data = [m.cfg.data for m in dataset.methods]
+    assert all(d == data[0] for d in data)
+    assert data[0].name == "reviews"  # the dataset's name, over the configs' tiny-sentiment
+    assert data[0].max_rows == {"train": 300}
+    majority = plan.find("reviews/majority")
+    assert majority.config_path is None  # the defaults plus the shared sections
+    assert majority.cfg.train.baseline.kind == "majority"
+    lora = plan.find("reviews/lora")
+    assert lora.cfg.model.name == "tiny-bert"  # the rest of its config file is kept
+    assert lora.cfg.train.learning_rate == 1.0e-2
+    assert all(m.cfg.eval.bootstrap_resamples == 500 for m in dataset.methods)
+
+
+def test_shared_sections_apply_in_order_and_the_method_set_wins(tmp_path):
+    raw = {
+        "datasets": {
+            "reviews": {
+                "data": {"source": "bundled:sentiment", "seed": 5},
+                "set": ["data.seed=6", "train.seed=1"],
+                "methods": {"tfidf": entry("sentiment-tfidf.yaml", set=["data.seed=7"])},
+            }
+        }
+    }
+    (method,) = milestone.load_plan(write(tmp_path, raw)).methods()
+    assert (method.cfg.data.seed, method.cfg.train.seed) == (7, 1)
+    assert method.overrides == ("data.seed=6", "train.seed=1", "data.seed=7")
+    assert method.cfg.data.labels == ["negative", "neutral", "positive"]  # merged, not replaced
+
+
+def test_todays_format_and_methods_without_shared_sections_give_the_same_runs(tmp_path):
+    methods = {
+        "tfidf": entry("sentiment-tfidf.yaml"),
+        "lora": entry("sentiment-lora.yaml", set=["train.epochs=2"]),
+    }
+    old = milestone.load_plan(write(tmp_path, {"datasets": {"sentiment": methods}}))
+    new = milestone.load_plan(write(tmp_path, {"datasets": {"sentiment": {"methods": methods}}}))
+    for before, after in zip(old.methods(), new.methods(), strict=True):
+        assert before.cfg == after.cfg
+        assert cache.StepKeys.of(before.cfg, "v", "c", "u") == cache.StepKeys.of(
+            after.cfg, "v", "c", "u"
+        )
+
+
+def test_a_method_that_differs_from_the_shared_data_is_named(tmp_path):
+    raw = {
+        "datasets": {
+            "sentiment": {
+                "data": {"max_rows": {"train": 200}},
+                "methods": {
+                    "tfidf": entry("sentiment-tfidf.yaml"),
+                    "lora": entry("sentiment-lora.yaml", set=["data.max_rows.test=20"]),
+                },
+            }
+        }
+    }
+    with pytest.raises(
+        ConfigError, match=r"sentiment/lora differs from sentiment/tfidf in data.max_rows.test"
+    ):
+        milestone.load_plan(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        (
+            {"data": {"colums": {}}, "methods": {"m": {}}},
+            r"datasets.reviews.data: unknown keys \['colums'\]",
+        ),
+        ({"data": ["source"], "methods": {"m": {}}}, r"datasets.reviews.data must be a mapping"),
+        (
+            {"data": {"max_rows": {"trian": 5}}, "methods": {"m": {}}},
+            r"(?s)datasets.reviews.data\).*unknown split\(s\) \['trian'\]",
+        ),
+        (
+            {"data": {"task": "ranking"}, "methods": {"m": {}}},
+            r"(?s)datasets.reviews.data\).*data.task",
+        ),
+        ({"set": "data.seed=1", "methods": {"m": {}}}, r"datasets.reviews.set must be a list"),
+        ({"model": {}, "methods": {"m": {}}}, r"datasets.reviews: unknown keys \['model'\]"),
+        (
+            {"data": {"source": "bundled:sentiment"}, "m": entry("sentiment-tfidf.yaml")},
+            r"datasets.reviews.data must be a config path.*list them under 'methods:'",
+        ),
+    ],
+)
+def test_a_wrong_shared_section_names_the_dataset_and_key(tmp_path, dataset, message):
+    with pytest.raises(ConfigError, match=message):
+        milestone.load_plan(write(tmp_path, {"datasets": {"reviews": dataset}}))
 
 
 def test_cache_keys_follow_what_a_step_depends_on():
@@ -115,3 +211,27 @@ def test_cache_keys_follow_what_a_step_depends_on():
         evaluate, gate_only, "uri"
     )
     assert len(cache.code_version()) == 16
+
+
+# Thresholds a real dataset may exceed: the starter config allows more than the defaults.
+LOOSER = {"max_chars", "max_duplicate_rate", "max_imbalance_ratio", "max_too_long_share"}
+
+
+def test_the_starter_config_parses_with_thresholds_looser_than_the_defaults():
+    from tunelab import config
+
+    path = CONFIGS / "examples" / "starter.yaml"
+    starter = config.load(path).data
+    default = config.CheckThresholds()
+    strict = config.load(CONFIGS / "sentiment.yaml").data.checks
+    # Every threshold is stated (with its comment) in the file, so a new one gets one too.
+    assert set(yaml.safe_load(path.read_text())["data"]["checks"]) == set(default.model_fields)
+    for name in default.model_fields:
+        value, usual, bundled = (getattr(c, name) for c in (starter.checks, default, strict))
+        if name.startswith("min_"):
+            assert value <= usual and value <= bundled, name
+        else:
+            assert value >= usual and value >= bundled, name
+            assert (value > usual) == (name in LOOSER), name
+    assert isinstance(starter.max_rows, dict) and set(starter.max_rows) == {"train"}
+    assert starter.clean.drop_leaked == "train"  # a leak is dropped from train, not fatal

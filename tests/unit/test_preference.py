@@ -349,3 +349,82 @@ def test_preference_metrics_are_computed_from_the_predictions_table(lora_run):
     }
     assert result.metrics["before_test_loglik_win_rate"] == table["before_loglik_win"].mean()
     assert evaluate.preference_metrics(table.iloc[:0]) == {}
+
+
+# ---------------------------------------------------------------- data.truncation
+
+LAST_TURN = "Human: and which one should I pick for a small garden?"
+
+
+def multi_turn(turns: int) -> str:
+    """An HH-RLHF-like prompt: many earlier turns, the question that matters last."""
+    earlier = [
+        f"Human: tell me about plant number {i}.\n\nAssistant: plant {i} likes sun and water."
+        for i in range(turns)
+    ]
+    return "\n\n".join([*earlier, LAST_TURN])
+
+
+def with_long_prompts(splits: dict, rows: dict[str, int]) -> dict:
+    """The splits with the first ``rows[split]`` prompts replaced by long multi-turn ones."""
+    out = {name: frame.reset_index(drop=True).copy() for name, frame in splits.items()}
+    for name, n in rows.items():
+        out[name].loc[: n - 1, "prompt"] = multi_turn(12)
+    return out
+
+
+def test_keep_end_trains_on_long_multi_turn_prompts_and_counts_the_cuts(
+    tmp_path, preference_splits
+):
+    data = with_long_prompts(preference_splits, {"train": 5, "test": 2})
+    cfg = dpo_config("train.dpo.max_length=96", "train.max_steps=1", "data.truncation=keep_end")
+    result = run_training(cfg, data, workspace=Workspace(tmp_path))
+
+    m = result.metrics
+    assert (m["train_prompts_truncated"], m["test_prompts_truncated"]) == (5, 2)
+    assert m["validation_prompts_truncated"] == 0
+    assert m["train_pairs_dropped"] == m["test_pairs_dropped"] == 0
+    assert any("train: 5 of" in n and "data.truncation=keep_end" in n for n in result.notes)
+    # Every pair is scored, the cut ones on the prompt training saw: its latest turn.
+    table = pd.read_parquet(result.artifact("predictions"))
+    assert len(table) == m["test_pairs"] == len(data["test"])
+    cut = table["prompt"].iloc[:2]
+    assert all(p.endswith(LAST_TURN) and len(p) < len(multi_turn(12)) for p in cut)
+
+
+def test_cut_prompts_keep_the_chosen_and_rejected_responses_whole(preference_splits):
+    tokenizer = models.load_tokenizer(models.resolve("tiny-llama"))
+    data = with_long_prompts(preference_splits, {"train": 3})
+    result = TrainResult(method="dpo", model="m", dataset="d", task="preference", output_dir=".")
+    for mode, kept in (
+        ("keep_end", LAST_TURN),
+        ("keep_start", "Human: tell me about plant number 0."),
+    ):
+        splits = preference.fit_splits(tokenizer, data, 192, True, mode, result)
+        train = splits["train"].iloc[:3]
+        assert all(kept in p for p in train["prompt"])
+        # Encoded without a limit, prompt and either response fit in max_length together.
+        for chosen, start, rejected, _ in preference.encode_pairs(tokenizer, train, 10**6, True):
+            assert 0 < start < len(chosen) <= 192 and len(rejected) <= 192
+    assert result.metrics["train_prompts_truncated"] == 3
+
+
+def test_drop_leaves_the_long_pairs_out_and_counts_them(preference_splits):
+    tokenizer = models.load_tokenizer(models.resolve("tiny-llama"))
+    data = with_long_prompts(preference_splits, {"train": 4, "test": 1})
+    result = TrainResult(method="dpo", model="m", dataset="d", task="preference", output_dir=".")
+    splits = preference.fit_splits(tokenizer, data, 96, True, "drop", result)
+    assert len(splits["train"]) == len(data["train"]) - 4
+    assert len(splits["test"]) == len(data["test"]) - 1
+    assert multi_turn(12) not in set(splits["train"]["prompt"])
+    assert result.metrics["train_pairs_dropped"] == 4
+    assert result.metrics["test_pairs_dropped"] == 1
+    assert result.metrics["train_prompts_truncated"] == 0
+    assert any("dropped 4" in note for note in result.notes)
+
+
+def test_long_prompts_without_truncation_are_refused_naming_the_option(tmp_path, preference_splits):
+    data = with_long_prompts(preference_splits, {"train": 2})
+    cfg = dpo_config("train.dpo.max_length=96", "train.max_steps=1")
+    with pytest.raises(TrainingError, match=r"2 of \d+ train prompts.*set data.truncation"):
+        run_training(cfg, data, workspace=Workspace(tmp_path))

@@ -261,3 +261,20 @@ def test_credentials_dvc_cannot_hold_locally_are_refused(tmp_path, remote):
     with pytest.raises(VersioningError, match="dvc remote modify --local") as caught:
         dvc.split_credentials(remote)
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_version_record_keeps_the_cleaning_policy_and_counts(tmp_path):
+    ws = Workspace(tmp_path)
+    cleaning = {
+        "policy": {"strip": False, "drop_empty": True, "drop_duplicates": False},
+        "dropped": {"train": {"empty": 2, "duplicate": 0, "leaked": 0}},
+        "dropped_total": 2,
+    }
+    saved = versioning.save_version("sentiment", splits("c"), ws, cleaning=cleaning)
+    assert saved.cleaning == cleaning
+    (stored,) = versioning.list_versions("sentiment", ws)
+    assert stored.cleaning == cleaning
+    # Records written before the field existed still load.
+    old = saved.to_dict()
+    del old["cleaning"]
+    assert versioning.DataVersion.from_dict(old).cleaning == {}

@@ -8,6 +8,7 @@ the gate validated (built in ``checks``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,13 @@ TOKENS = "token_count"
 TOO_LONG = "over_max_length"
 CLASS_ROWS = "rows"
 TIMES_SMALLEST = "times_smallest_class"
+MOJIBAKE = "has_mojibake"
+
+# UTF-8 bytes read as cp1252 or latin-1: a lead byte (Â Ã Ä Å, or â€ for quotes and
+# dashes) followed by a character a continuation byte becomes. Conservative: such pairs
+# hardly occur in real text, so a match is worth a warning.
+_CONTINUATION = "\u0080-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
+MOJIBAKE_PATTERN = re.compile(f"[ÂÃÄÅ][{_CONTINUATION}]|â€[{_CONTINUATION}]?")
 
 SHOWN = 5  # rows or examples named in one failure
 
@@ -40,6 +48,7 @@ class Failure:
     observed: str
     threshold: str
     split: str | None = None
+    fix: str | None = None  # the config option (or source change) that would fix it
 
 
 def describe_failures(outcome: ValidationOutcome) -> str:
@@ -59,12 +68,14 @@ def describe_failures(outcome: ValidationOutcome) -> str:
         lines.append(f"  {number}. Expected: {failure.check}{where}")
         lines.append(f"     Observed: {failure.observed}")
         lines.append(f"     Threshold: {failure.threshold}")
+        if failure.fix:
+            lines.append(f"     Fix: {failure.fix}")
     if outcome.docs_path:
         lines.append(f"Data Docs (every check and its result): {outcome.docs_path}")
     lines.append(
-        "Nothing was versioned. Fix the named rows in the source data, or, if a threshold "
-        "does not suit this dataset, change it in the config (data.labels, data.checks.*, "
-        "model.max_length), then prepare the data again."
+        "Nothing was versioned. Fix the named rows in the source data, or set the option "
+        "named under each check in the config (or override it, e.g. "
+        "`--set data.clean.drop_duplicates=true`), then prepare the data again."
     )
     return "\n".join(lines)
 
@@ -98,20 +109,70 @@ def failures(run: dict, seen: Seen) -> list[Failure]:
         meta = config.get("meta") or {}
         check = config.get("description") or config["type"]
         threshold = meta.get("threshold", "")
+        fix = fix_for(meta.get("check"), seen)
         exception = item.get("exception_info") or {}
         if exception.get("raised_exception"):
             observed = f"the check could not run: {exception.get('exception_message')}"
-            out.append(Failure(check, observed, threshold, meta.get("split")))
+            out.append(Failure(check, observed, threshold, meta.get("split"), fix))
             continue
         result = item["result"]
         if "observed_value" in result and result["observed_value"] is None:
             # Aggregates (means, maxima) over no rows: nothing to measure.
-            out.append(Failure(check, "nothing to measure: no rows", threshold, meta.get("split")))
+            out.append(
+                Failure(check, "nothing to measure: no rows", threshold, meta.get("split"), fix)
+            )
             continue
         describe = _OBSERVED.get(meta.get("check"), _observed_generic)
         observed, split = describe(result, config.get("kwargs") or {}, seen)
-        out.append(Failure(check, observed, threshold, meta.get("split") or split))
+        out.append(Failure(check, observed, threshold, meta.get("split") or split, fix))
     return out
+
+
+def fix_for(kind: str | None, seen: Seen) -> str | None:
+    """The option that would make a failed check pass (or what to change in the source)."""
+    if kind == "too_long":
+        raise_it = "raise model.max_length or data.checks.max_too_long_share"
+        if seen.task == "preference":
+            return f"data.truncation=keep_end (or keep_start, or drop), or {raise_it}"
+        return f"{raise_it}, or shorten the texts in the source"
+    if kind == "leakage":
+        fix = "data.clean.drop_leaked=train (drops the train copies; held-out splits stay whole)"
+        if _held_out_leaks(seen):
+            fix += "; examples in both validation and test must be fixed in the source"
+        return fix
+    return _FIXES.get(kind or "")
+
+
+def _held_out_leaks(seen: Seen) -> bool:
+    """Whether some leaked example is in two splits other than train."""
+    examples = seen.examples
+    if LEAKED not in examples.columns or not examples[LEAKED].any():
+        return False
+    leaked = examples[examples[LEAKED]]
+    keys = row_keys(leaked, seen.task)
+    held_out = leaked[SPLIT].ne("train")
+    return bool((leaked[SPLIT][held_out].groupby(keys[held_out]).nunique() > 1).any())
+
+
+_FIXES = {
+    "rows": "check data.source and data.source_splits (and data.max_rows)",
+    "column": "map the source's column with data.columns (or data.split_columns for one split)",
+    "null": "data.clean.drop_empty=true, or fill the values in the source",
+    "blank": "data.clean.drop_empty=true (blank counts as empty), or fill the values in the source",
+    "label_set": "add the labels to data.labels, or fix those rows in the source",
+    "length": "raise data.checks.max_chars (or lower data.checks.min_chars); empty texts: "
+    "data.clean.drop_empty=true",
+    "duplicates": "data.clean.drop_duplicates=true (repeats within a split) and "
+    "data.clean.drop_leaked=train (repeats across splits), or raise "
+    "data.checks.max_duplicate_rate",
+    "same_pair": "fix or remove those pairs in the source",
+    "label_count": "check data.columns (which column is the label) and data.labels",
+    "class_in_split": "add rows of that label, or change data.splits or data.seed",
+    "class_min": "add rows of that label, or lower data.checks.min_rows_per_class",
+    "imbalance": "raise data.checks.max_imbalance_ratio, or balance the classes in the source",
+    "mojibake": "re-read the source with the right encoding (it is UTF-8 read as cp1252 or "
+    "latin-1: re-save the file as UTF-8), or raise data.checks.max_mojibake_share",
+}
 
 
 def _rows(records: list[dict], limit: int = SHOWN) -> str:
@@ -270,6 +331,56 @@ def _observed_too_long(result, kwargs, seen):
     )
 
 
+def _observed_mojibake(result, kwargs, seen):
+    return mojibake_summary(seen) or f"observed {result.get('observed_value')!r}", None
+
+
+def mojibake_summary(seen: Seen) -> str | None:
+    """'2 of 40 rows (5.0%) show mojibake ...: train row 4 'cafÃ©', ...'; None if none."""
+    examples = seen.examples
+    if MOJIBAKE not in examples.columns or not examples[MOJIBAKE].any():
+        return None
+    hits = examples[examples[MOJIBAKE].astype(bool)]
+    texts = [c for c in columns_for(seen.task, examples) if c in examples.columns]
+    named = []
+    for row in hits.head(SHOWN).to_dict("records"):
+        value = next(
+            (
+                v
+                for v in (row.get(c) for c in texts)
+                if isinstance(v, str) and MOJIBAKE_PATTERN.search(v)
+            ),
+            "",
+        )
+        named.append(f"{row[SPLIT]} row {row[SOURCE_ROW]} {_quote(_around_match(value), 60)}")
+    share = len(hits) / len(examples)
+    return (
+        f"{len(hits)} of {len(examples)} rows ({share:.1%}) show mojibake (UTF-8 text read "
+        f"as cp1252 or latin-1, e.g. 'Ã©' for 'é'): {', '.join(named)}"
+        f"{_more(len(hits), len(named))}"
+    )
+
+
+def _around_match(text: str, width: int = 16) -> str:
+    """The matched characters with a little context either side."""
+    found = MOJIBAKE_PATTERN.search(text)
+    if not found:
+        return text
+    start, end = max(0, found.start() - width), found.end() + width
+    return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+
+
+def warnings(seen: Seen, max_mojibake_share: float) -> list[str]:
+    """What the report should flag even when the gate passes."""
+    summary = mojibake_summary(seen)
+    if not summary:
+        return []
+    return [
+        f"{summary}. The gate allows at most {max_mojibake_share:.1%} "
+        f"(data.checks.max_mojibake_share). Fix: {_FIXES['mojibake']}."
+    ]
+
+
 def _observed_label_count(result, kwargs, seen):
     labels = ", ".join(_quote(label) for label in seen.classes["label"])
     return (
@@ -323,6 +434,7 @@ _OBSERVED: dict[str, Any] = {
     "leakage": _observed_leakage,
     "same_pair": _observed_map("where chosen equals rejected"),
     "too_long": _observed_too_long,
+    "mojibake": _observed_mojibake,
     "label_count": _observed_label_count,
     "class_in_split": _observed_class_in_split,
     "class_min": _observed_class_min,

@@ -4,7 +4,8 @@ One call validates one dataset's splits as two GX batches:
 
 - ``<dataset>-examples``: every split stacked, one row per example, with a ``split``
   column and derived per-row columns for the cross-row checks (repeats an earlier
-  row, also in another split, chosen same as rejected, token count, over max length);
+  row, also in another split, chosen same as rejected, token count, over max length,
+  mojibake);
 - ``<dataset>-classes`` (classification): one row per label with its counts overall
   and per split.
 
@@ -18,7 +19,7 @@ The texts that explain a failure are built in ``check_messages``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -30,6 +31,8 @@ from tunelab.data import check_messages as messages
 from tunelab.data.check_messages import (
     CLASS_ROWS,
     LEAKED,
+    MOJIBAKE,
+    MOJIBAKE_PATTERN,
     REPEATS,
     SAME_PAIR,
     SPLIT,
@@ -56,6 +59,7 @@ class ValidationOutcome:
     statistics: dict
     results: dict
     docs_path: str | None
+    warnings: list[str] = field(default_factory=list)  # for the report; the gate passed them
 
 
 def validate_splits(
@@ -87,6 +91,7 @@ def validate_splits(
 
     seen = messages.Seen(task, examples, classes, counter, cfg.model.max_length)
     failures = [f for result in runs.values() for f in messages.failures(result, seen)]
+    warnings = messages.warnings(seen, cfg.data.checks.max_mojibake_share)
     success = all(r["success"] for r in runs.values())
     statistics = _statistics(runs.values())
     index = _docs_index(workspace)
@@ -108,10 +113,11 @@ def validate_splits(
         "labels": labels,
         "statistics": statistics,
         "failures": [asdict(f) for f in failures],
+        "warnings": warnings,
         "data_docs": {"index": index, **pages},
         "validations": runs,
     }
-    return ValidationOutcome(name, success, failures, statistics, results, docs_path)
+    return ValidationOutcome(name, success, failures, statistics, results, docs_path, warnings)
 
 
 def raise_for_failures(outcome: ValidationOutcome) -> None:
@@ -159,6 +165,10 @@ def _examples_frame(
     )
     stacked[TOKENS] = joined.map(counter.count).astype("int64")
     stacked[TOO_LONG] = (stacked[TOKENS] > max_length).astype("int64")
+    mojibake = pd.Series(False, index=stacked.index, dtype=bool)
+    for col in (c for c in columns_for(task, stacked) if c in stacked.columns):
+        mojibake |= stacked[col].map(_mojibake).astype(bool)
+    stacked[MOJIBAKE] = mojibake.astype("int64")
     return stacked
 
 
@@ -167,6 +177,10 @@ def _as_text(value: object) -> object:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     return value if isinstance(value, str) else str(value)
+
+
+def _mojibake(value: object) -> bool:
+    return isinstance(value, str) and MOJIBAKE_PATTERN.search(value) is not None
 
 
 def _join(row: pd.Series) -> str:
@@ -308,6 +322,17 @@ def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounte
         min_value=0,
         max_value=share,
         meta={"token_counter": counter.label, "max_length": max_length},
+    )
+    mojibake = checks.max_mojibake_share
+    add(
+        gxe.ExpectColumnMeanToBeBetween,
+        f"at most {mojibake:.1%} of rows show mojibake (UTF-8 read as cp1252 or latin-1, "
+        "e.g. 'Ã©' for 'é')",
+        f"at most {mojibake:.1%} of rows (data.checks.max_mojibake_share); any is a warning",
+        "mojibake",
+        column=MOJIBAKE,
+        min_value=0,
+        max_value=mojibake,
     )
     return gx.ExpectationSuite(
         name=f"{cfg.data.name}-examples",

@@ -1,4 +1,5 @@
-"""The data stage as plain functions: ingest -> split -> validate -> version -> report.
+"""The data stage as plain functions: ingest -> split (and clean) -> validate -> version ->
+report.
 
 The Prefect flow (flows/data.py) wraps each step in a task; `prepare_dataset` runs
 them in order without Prefect, for library users and tests.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from tunelab.config import RunConfig
-from tunelab.data import checks, report, sources, splits, versioning
+from tunelab.data import checks, clean, report, sources, splits, versioning
 from tunelab.data.check_messages import describe_failures
 from tunelab.data.tokens import TokenCounter, whitespace_counter
 from tunelab.errors import DataValidationError
@@ -87,18 +88,22 @@ def ingest(cfg: RunConfig) -> sources.RawDataset:
     return sources.ingest(cfg.data)
 
 
-def split(raw: sources.RawDataset, cfg: RunConfig) -> dict[str, pd.DataFrame]:
-    return splits.make_splits(raw.frames, cfg.data)
+def split(raw: sources.RawDataset, cfg: RunConfig) -> clean.CleanedSplits:
+    """The splits after the recorded cleaning policy (data.clean; off by default, then the
+    splits pass through untouched): the gate, the version and the report all see these."""
+    return clean.clean_splits(
+        splits.make_splits(raw.frames, cfg.data), cfg.data.task, cfg.data.clean
+    )
 
 
 def validate(
-    frames: dict[str, pd.DataFrame], cfg: RunConfig, workspace: Workspace
+    cleaned: clean.CleanedSplits, cfg: RunConfig, workspace: Workspace
 ) -> checks.ValidationOutcome:
-    return checks.validate_splits(frames, cfg, workspace, token_counter(cfg))
+    return checks.validate_splits(cleaned.frames, cfg, workspace, token_counter(cfg))
 
 
 def save_version(
-    frames: dict[str, pd.DataFrame],
+    cleaned: clean.CleanedSplits,
     cfg: RunConfig,
     origin: str,
     outcome: checks.ValidationOutcome,
@@ -106,6 +111,7 @@ def save_version(
 ) -> versioning.DataVersion:
     """Version validated splits; the gate must have passed."""
     checks.raise_for_failures(outcome)
+    frames = cleaned.frames
     metadata = {
         "source": origin,
         "task": cfg.data.task,
@@ -121,12 +127,16 @@ def save_version(
         workspace,
         remote=cfg.data.remote,
         metadata=metadata,
-        attachments={"validation.json": outcome.results},
+        attachments={
+            "validation.json": outcome.results,
+            "cleaning.json": cleaned.cleaning.to_dict(),
+        },
+        cleaning=cleaned.cleaning.summary(),
     )
 
 
 def write_report(
-    frames: dict[str, pd.DataFrame],
+    cleaned: clean.CleanedSplits,
     cfg: RunConfig,
     version: versioning.DataVersion,
     outcome: checks.ValidationOutcome,
@@ -142,12 +152,14 @@ def write_report(
         cfg.data.name,
         cfg.data.task,
         version.version,
-        frames,
+        cleaned.frames,
         workspace,
         token_counter=token_counter(cfg),
         validation_summary=summary,
         docs_path=outcome.docs_path,
         seed=cfg.data.seed,
+        cleaning=cleaned.cleaning,
+        warnings=outcome.warnings,
     )
 
 
@@ -168,7 +180,7 @@ def require_passed(outcomes: list[checks.ValidationOutcome]) -> None:
 def candidate_versions(cfgs: list[RunConfig]) -> dict[str, str]:
     """dataset -> the version id its source's data would get now (nothing is written)."""
     return {
-        cfg.data.name: versioning.candidate_version(cfg.data.name, split(ingest(cfg), cfg))
+        cfg.data.name: versioning.candidate_version(cfg.data.name, split(ingest(cfg), cfg).frames)
         for cfg in cfgs
     }
 
@@ -176,10 +188,12 @@ def candidate_versions(cfgs: list[RunConfig]) -> dict[str, str]:
 def prepare_dataset(cfg: RunConfig, workspace: Workspace) -> PreparedDataset:
     """Run the whole data stage for one dataset; raises DataValidationError at the gate."""
     raw = ingest(cfg)
-    frames = split(raw, cfg)
-    outcome = validate(frames, cfg, workspace)
-    version = save_version(frames, cfg, raw.origin, outcome, workspace)
-    return PreparedDataset(version, outcome, write_report(frames, cfg, version, outcome, workspace))
+    cleaned = split(raw, cfg)
+    outcome = validate(cleaned, cfg, workspace)
+    version = save_version(cleaned, cfg, raw.origin, outcome, workspace)
+    return PreparedDataset(
+        version, outcome, write_report(cleaned, cfg, version, outcome, workspace)
+    )
 
 
 def bundled_configs() -> list[RunConfig]:

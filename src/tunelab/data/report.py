@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from tunelab import markdown as md
+from tunelab.data.clean import REASONS, CleaningRecord
 from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, text_columns
 from tunelab.data.tokens import TokenCounter, whitespace_counter
 from tunelab.workspace import Workspace
@@ -30,6 +31,7 @@ TOP_NGRAMS = 8
 EXAMPLES_PER_CLASS = 3
 EXAMPLE_ROWS = 5
 CELL_CHARS = 200
+LISTED_DROPS = 1000  # dropped rows listed in the report; the version's cleaning.json has all
 _WORD = re.compile(r"\w+")
 
 
@@ -61,8 +63,14 @@ def write_report(
     validation_summary: str | None = None,
     docs_path: str | None = None,
     seed: int = 0,
+    cleaning: CleaningRecord | None = None,
+    warnings: list[str] | None = None,
 ) -> DataReport:
-    """Describe one dataset version in ``report.md`` with plots; return it and its numbers."""
+    """Describe one dataset version in ``report.md`` with plots; return it and its numbers.
+
+    ``cleaning`` (what data.clean dropped before the gate) gets its own section; each of
+    ``warnings`` (what the gate let pass but flags, e.g. mojibake) is listed first.
+    """
     counter = token_counter or whitespace_counter()
     directory = workspace.reports_dir / "data" / dataset / version
     directory.mkdir(parents=True, exist_ok=True)
@@ -71,7 +79,10 @@ def write_report(
     texts = text_columns(task, stacked)
     lengths = {col: _lengths(stacked[col], counter) for col in texts}
 
-    sections = [_rows_section(stacked, names)]
+    sections = [_warnings_section(warnings)] if warnings else []
+    sections.append(_rows_section(stacked, names))
+    if cleaning is not None:
+        sections.append(_cleaning_section(cleaning))
     if task == "classification":
         sections.append(_labels_section(stacked, names, directory))
     sections.append(_lengths_section(stacked, lengths, names, counter, directory))
@@ -155,6 +166,60 @@ def _rows_section(stacked: pd.DataFrame, names: list[str]) -> _Section:
     rows = {name: int(n) for name, n in counts.items()} | {"total": total}
     markdown = "## Rows per split\n\n" + md.table(["split", "rows", "share"], body)
     return _Section(markdown, {"rows": rows})
+
+
+def _warnings_section(warnings: list[str]) -> _Section:
+    """What the gate passed but a reader should see before training on the data."""
+    lines = "\n".join(f"- {md.inline(w)}" for w in warnings)
+    return _Section(f"## Warnings\n\n{lines}", {"warnings": list(warnings)})
+
+
+def _cleaning_section(record: CleaningRecord) -> _Section:
+    """The policy, rows dropped per split and reason, and every dropped row (up to a cap)."""
+    title = "## Cleaning\n\n"
+    summary = {"cleaning": record.summary()}
+    policy = ", ".join(f"{k}={v}" for k, v in record.policy.items())
+    if not record.active:
+        text = f"Off (data.clean: {policy}): the rows are as the source gave them."
+        return _Section(title + md.inline(text), summary)
+    counts = record.counts()
+    body = [
+        [
+            md.cell(name),
+            f"{record.rows_before[name]:,}",
+            *(f"{counts[name][reason]:,}" for reason in REASONS),
+            f"{record.rows_after[name]:,}",
+            f"{record.stripped.get(name, 0):,}",
+        ]
+        for name in record.rows_before
+    ]
+    parts = [
+        f"Policy: {md.code(policy)}. Rows were dropped before the validation gate, which "
+        "ran on what remained; duplicates and leaks use the gate's normalised key.",
+        md.table(["split", "rows before", *REASONS, "rows after", "texts stripped"], body),
+    ]
+    if record.dropped:
+        listed = record.dropped[:LISTED_DROPS]
+        rows = [
+            [
+                md.cell(d.split),
+                md.cell(d.reason),
+                md.MISSING if d.source_row is None else str(d.source_row),
+                md.cell(d.text, CELL_CHARS) if d.text else md.MISSING,
+                md.cell(d.detail, CELL_CHARS),
+            ]
+            for d in listed
+        ]
+        more = len(record.dropped) - len(listed)
+        tail = f"\n\n{more:,} more rows are listed in the version's cleaning.json." if more else ""
+        parts.append(
+            f"Dropped rows ({len(record.dropped):,}):\n\n"
+            + md.table(["split", "reason", "source row", "text", "detail"], rows)
+            + tail
+        )
+    else:
+        parts.append("No row was dropped.")
+    return _Section(title + "\n\n".join(parts), summary)
 
 
 def _labels_section(stacked: pd.DataFrame, names: list[str], directory: Path) -> _Section:

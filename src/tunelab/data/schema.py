@@ -7,7 +7,7 @@ import unicodedata
 
 import pandas as pd
 
-from tunelab.errors import DataSchemaError
+from tunelab.errors import DataSchemaError, DataValidationError
 
 # Required columns first; optional ones (text_pair) may be absent.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -62,19 +62,19 @@ def example_keys(frame: pd.DataFrame, task: str) -> pd.Series:
 
 
 def to_canonical(
-    frame: pd.DataFrame, task: str, columns: dict[str, str], where: str
+    frame: pd.DataFrame,
+    task: str,
+    columns: dict[str, str],
+    where: str,
+    split_columns: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rename mapped columns, check the required ones exist, keep only canonical columns.
 
-    ``where`` names the file or split for error messages.
+    ``split_columns`` are this split's own renames (data.split_columns), applied before
+    ``columns``. ``where`` names the file or split for error messages.
     """
-    missing_sources = [src for src in columns if src not in frame.columns]
-    if missing_sources:
-        raise DataSchemaError(
-            f"{where}: data.columns maps {missing_sources} but the data has no such column. "
-            f"Columns found: {list(frame.columns)}."
-        )
-    out = frame.rename(columns=columns)
+    renames = column_renames(list(frame.columns), columns, split_columns or {}, where)
+    out = frame.rename(columns=renames)
     missing = [c for c in REQUIRED[task] if c not in out.columns]
     if missing:
         raise DataSchemaError(
@@ -91,6 +91,103 @@ def to_canonical(
         result[col] = result[col].map(normalise_text)
     result[SOURCE_ROW] = range(1, len(result) + 1)
     return result
+
+
+def column_renames(
+    found: list[str], columns: dict[str, str], split_columns: dict[str, str], where: str
+) -> dict[str, str]:
+    """One simultaneous rename: the split's own map, then data.columns on the result.
+
+    A data.columns entry whose target the split's map already gives is skipped there, so
+    ``columns: {summary: response}`` with ``split_columns: {test: {summary1: response}}``
+    works for a test file without a summary column.
+    """
+    unknown = [src for src in split_columns if src not in found]
+    if unknown:
+        raise DataSchemaError(
+            f"{where}: data.split_columns maps {unknown} but the data has no such column. "
+            f"Columns found: {found}."
+        )
+    general = {s: t for s, t in columns.items() if t not in split_columns.values()}
+    after_split = [split_columns.get(c, c) for c in found]
+    missing_sources = [src for src in general if src not in after_split]
+    if missing_sources:
+        raise DataSchemaError(
+            f"{where}: data.columns maps {missing_sources} but the data has no such column. "
+            f"Columns found: {found}."
+        )
+    final = {c: general.get(split_columns.get(c, c), split_columns.get(c, c)) for c in found}
+    by_target: dict[str, list[str]] = {}
+    for src, target in final.items():
+        by_target.setdefault(target, []).append(src)
+    for target, srcs in by_target.items():
+        if len(srcs) > 1:
+            raise DataSchemaError(_collision_message(where, target, srcs))
+    return {src: target for src, target in final.items() if src != target}
+
+
+def _collision_message(where: str, target: str, srcs: list[str]) -> str:
+    renamed = [s for s in srcs if s != target]
+    if len(renamed) == len(srcs):
+        return (
+            f"{where}: columns {srcs} are all mapped to '{target}' (data.columns / "
+            f"data.split_columns); a column can come from only one. Map just one of them to "
+            f"'{target}'."
+        )
+    moved = ", ".join(f"{s}: {target}" for s in renamed)
+    return (
+        f"{where}: the mapping {{{moved}}} renames {renamed} to '{target}', but the data "
+        f"already has a '{target}' column, so there would be two. Drop the existing "
+        f"'{target}' column from the data, or map it elsewhere too (renames apply together), "
+        f"e.g. data.columns: {{{target}: {target}_original, {moved}}}."
+    )
+
+
+def require_declared_labels(
+    frames: dict[str, pd.DataFrame], labels: list[str] | None, origin: str
+) -> None:
+    """Name labels outside data.labels before splitting, where a rare one would otherwise
+    surface as a split problem."""
+    if not labels:
+        return
+    allowed = set(labels)
+    seen: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    for split, frame in frames.items():
+        # Blank labels are left to the gate's null checks (and data.clean.drop_empty).
+        present = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
+        undeclared = frame[present & ~frame["label"].isin(allowed)]
+        for label, rows in undeclared.groupby("label", sort=False):
+            seen.setdefault(str(label), []).append((split, rows))
+    if not seen:
+        return
+    parts = []
+    for label, hits in sorted(seen.items(), key=lambda item: -sum(len(r) for _, r in item[1])):
+        count = sum(len(rows) for _, rows in hits)
+        split, rows = hits[0]
+        first = rows.iloc[0]
+        place = "" if split == "all" else f"{split} "
+        parts.append(
+            f"'{label}' ({count} row{'s' if count != 1 else ''}, e.g. {place}row "
+            f"{first[SOURCE_ROW]}: {_example(first)})"
+        )
+    hint = ""
+    if not any(frame["label"].isin(allowed).any() for frame in frames.values()):
+        # Nothing matches: likely the wrong column (e.g. ids where names were declared).
+        hint = (
+            " No row has a declared label: if another column holds the label names, map "
+            "that one, e.g. data.columns: {label: label_id, label_text: label}."
+        )
+    raise DataValidationError(
+        f"{origin}: label(s) outside data.labels [{', '.join(labels)}]: {'; '.join(parts)}. "
+        "Add them to data.labels if they are real classes, or relabel or remove those rows "
+        f"in the source.{hint}"
+    )
+
+
+def _example(row: pd.Series, width: int = 60) -> str:
+    text = row.get("text")
+    text = "" if _is_null(text) else str(text)
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _is_null(value: object) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from tunelab.config import DataConfig
-from tunelab.data.schema import SOURCE_ROW, to_canonical
-from tunelab.errors import DataSourceError, SourceUnreachableError
+from tunelab.data.schema import SOURCE_ROW, require_declared_labels, to_canonical
+from tunelab.errors import DataSchemaError, DataSourceError, SourceUnreachableError
 
 # Bundled samples written for tunelab, shipped as package data (samples/NAME.jsonl).
 BUNDLED: dict[str, dict] = {
@@ -67,15 +67,44 @@ class RawDataset:
 
 
 def ingest(cfg: DataConfig) -> RawDataset:
-    """Read the configured source, map it to canonical columns and cap it at max_rows."""
+    """Read the configured source, map it to canonical columns, check declared labels and
+    cap it at max_rows when that is one number."""
     raw = read_source(cfg)
+    _require_split_columns_match(raw, cfg.split_columns)
     canonical = {
-        split: to_canonical(frame, cfg.task, cfg.columns, where=f"{raw.origin} [{split}]")
+        split: to_canonical(
+            frame,
+            cfg.task,
+            cfg.columns,
+            where=f"{raw.origin} [{split}]",
+            split_columns=cfg.split_columns.get(split),
+        )
         for split, frame in raw.frames.items()
     }
-    if cfg.max_rows is not None and sum(len(f) for f in canonical.values()) > cfg.max_rows:
-        canonical = _cap_rows(canonical, cfg.max_rows, cfg.seed)
+    if cfg.task == "classification":
+        require_declared_labels(canonical, cfg.labels, raw.origin)
+    # A per-split cap ({train: N}) waits for the split (splits.make_splits) so the
+    # held-out splits stay whole; one number caps the whole data set here.
+    cap = cfg.max_rows
+    if isinstance(cap, int) and sum(len(f) for f in canonical.values()) > cap:
+        canonical = _cap_rows(canonical, cap, cfg.seed)
     return RawDataset(canonical, raw.origin, raw.details)
+
+
+def _require_split_columns_match(raw: RawDataset, split_columns: dict[str, dict]) -> None:
+    named = sorted(split for split, renames in split_columns.items() if renames)
+    if set(raw.frames) == {WHOLE} and named:
+        raise DataSchemaError(
+            f"{raw.origin}: data.split_columns names split(s) {named}, but the source is one "
+            "data set not split yet, so its columns are the same for every split. Use "
+            "data.columns instead."
+        )
+    absent = [split for split in named if split not in raw.frames]
+    if absent:
+        raise DataSchemaError(
+            f"{raw.origin}: data.split_columns names split(s) {absent} that the source does "
+            f"not have (it has {list(raw.frames)}). Remove them or name a split it has."
+        )
 
 
 def read_source(cfg: DataConfig) -> RawDataset:

@@ -3,7 +3,8 @@
 Rows are grouped by their normalised text, so duplicates always land in the same
 split. Within each label (classification) groups are ordered by a seeded hash and
 cut by the configured fractions: the split is stratified, reproducible, and adding
-rows moves few existing ones. The source's own splits are kept when it has them.
+rows moves few existing ones. The source's own splits are kept when it has them. A
+per-split row cap samples after splitting, so the splits it does not name stay whole.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ SPLITS = ("train", "validation", "test")
 
 
 def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.DataFrame]:
-    """Return train/validation/test frames from whatever splits the source had."""
+    """Return train/validation/test frames from whatever splits the source had, capped
+    per split when data.max_rows names splits."""
     fractions = cfg.splits
     if set(frames) == {WHOLE}:
         wanted = {
@@ -29,7 +31,7 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, p
             "validation": fractions.validation,
             "test": fractions.test,
         }
-        return _split(frames[WHOLE], wanted, cfg, where="the dataset")
+        return cap_splits(_split(frames[WHOLE], wanted, cfg, where="the dataset"), cfg)
     out = {name: frame.reset_index(drop=True) for name, frame in frames.items()}
     if "test" not in out:
         # Carve test (and validation, if missing too) out of train.
@@ -45,7 +47,51 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, p
             out.update(_split(out.pop("train"), wanted, cfg, where="the train split"))
         else:
             out["validation"] = out["train"].iloc[0:0]
-    return {name: out[name] for name in SPLITS}
+    return cap_splits({name: out[name] for name in SPLITS}, cfg)
+
+
+def cap_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Apply a per-split data.max_rows ({train: N}) after splitting: splits it does not
+    name stay whole. One number was already applied to the whole data set at ingest."""
+    if not isinstance(cfg.max_rows, dict):
+        return frames
+    out = dict(frames)
+    for name, cap in cfg.max_rows.items():
+        if name in out and len(out[name]) > cap:
+            out[name] = _sample(out[name], cap, cfg)
+    return out
+
+
+def _sample(frame: pd.DataFrame, n: int, cfg: DataConfig) -> pd.DataFrame:
+    """n rows drawn with data.seed; for classification each label keeps its share."""
+    if cfg.task != "classification":
+        chosen = frame.sample(n=n, random_state=cfg.seed)
+    else:
+        strata = frame["label"].fillna("<null>")
+        sizes = strata.value_counts().sort_index()
+        quotas = _quotas(sizes, n)
+        chosen = pd.concat(
+            frame[strata == label].sample(n=quotas[label], random_state=cfg.seed)
+            for label in sizes.index
+            if quotas[label] > 0
+        )
+    return chosen.sort_values(SOURCE_ROW).reset_index(drop=True)
+
+
+def _quotas(sizes: pd.Series, n: int) -> dict[str, int]:
+    """Largest-remainder shares of n by label size; every label keeps a row while n allows."""
+    exact = sizes * n / sizes.sum()
+    quotas = exact.astype(int)
+    for label in (exact - quotas).sort_values(ascending=False, kind="stable").index:
+        if quotas.sum() >= n:
+            break
+        quotas[label] += 1
+    for label in sizes.index:
+        if quotas[label] == 0 and (quotas > 1).any():
+            # A rare label would vanish from the capped split: take a row from the largest.
+            quotas[quotas.idxmax()] -= 1
+            quotas[label] = 1
+    return {label: int(q) for label, q in quotas.items()}
 
 
 def _split(

@@ -77,6 +77,8 @@ class DataVersion:
     remote: str  # DVC remote the data was pushed to, as in .dvc/config (no credentials)
     changed: bool  # False when the files were already identical (nothing rewritten)
     metadata: dict = field(default_factory=dict)
+    # The cleaning policy and rows dropped per split and reason (clean.CleaningRecord.summary)
+    cleaning: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +87,7 @@ class DataVersion:
     def from_dict(cls, data: dict) -> DataVersion:
         """Build from a record; unknown keys are ignored so older code reads newer records."""
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"metadata", "changed"}
+        missing = names - set(data) - {"metadata", "changed", "cleaning"}
         if missing:
             raise VersioningError(f"Version record lacks {sorted(missing)}: {data!r:.200}")
         values = {k: v for k, v in data.items() if k in names}
@@ -103,13 +105,15 @@ def save_version(
     remote: str | None = None,
     metadata: dict | None = None,
     attachments: dict[str, dict] | None = None,
+    cleaning: dict | None = None,
 ) -> DataVersion:
     """Write the splits to data/<name>/, track data/ with DVC, push, and record the version.
 
     data/<name>/ ends up holding exactly one <split>.parquet per split: files whose bytes
     would not change are left alone, anything else in that folder is removed. The record
     is versioned with the workspace: credentials in ``remote`` or ``metadata`` (a source
-    URL's password, a hub token) are masked in it.
+    URL's password, a hub token) are masked in it. ``cleaning`` records what the cleaning
+    policy dropped before these splits were validated (policy, counts per split and reason).
     """
     _check_name(name, "dataset name")
     if not splits:
@@ -156,6 +160,7 @@ def save_version(
         remote=redact(remote_url),
         changed=changed,
         metadata=redact(dict(metadata or {})),
+        cleaning=dict(cleaning or {}),
     )
     _write_record(workspace, record, attachments or {})
     return record

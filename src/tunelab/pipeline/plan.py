@@ -9,12 +9,22 @@ datasets:
     lora: {config: sentiment-lora.yaml, set: [train.epochs=2], required: true}
   preferences:
     dpo: {config: preferences-dpo.yaml, init_from: instructions/lora}
+  reviews:                     # shared sections: list the methods under `methods:`
+    data: {source: bundled:sentiment, max_rows: {train: 300}}
+    set: [train.seed=7]
+    methods:
+      tfidf: sentiment-tfidf.yaml
+      lora: {config: sentiment-lora.yaml, set: [train.epochs=2]}
 ```
 
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors to reuse.
 ``init_from: DATASET/METHOD`` starts a DPO policy from that method's run output (an SFT
 or LoRA run listed earlier). ``required: false`` lets the pipeline end Completed when
-that method fails. Each method's run config is parsed once, here, and travels with it.
+that method fails. A dataset's shared ``data`` section is merged over each method's
+config (its ``name`` defaults to the dataset's), then the shared ``set`` and the method's
+own ``set`` apply, in that order; a method listed there may have no ``config`` (it
+starts from the defaults). Each method's run config is parsed once, here, and
+travels with it.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import config as config_mod
-from tunelab.config import RunConfig
+from tunelab.config import DataConfig, RunConfig
 from tunelab.errors import ConfigError
 
 METHOD_KEYS = {"config", "set", "required", "init_from"}
+DATASET_KEYS = {"data", "set", "methods"}
 TOP_KEYS = {"title", "concurrency", "datasets"}
 
 
@@ -35,7 +46,7 @@ TOP_KEYS = {"title", "concurrency", "datasets"}
 class MethodSpec:
     dataset: str
     name: str
-    config_path: Path
+    config_path: Path | None  # None: the defaults plus the dataset's shared sections
     cfg: RunConfig  # the run config with the plan's overrides applied, parsed once
     overrides: tuple[str, ...] = ()
     required: bool = True
@@ -113,16 +124,66 @@ def load_plan(path: str | Path) -> Plan:
     concurrency = raw.get("concurrency", 1)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"{path}: concurrency must be a whole number >= 1, got {concurrency!r}.")
-    datasets = [
-        DatasetPlan(name, _methods(path, name, methods))
-        for name, methods in raw["datasets"].items()
-    ]
+    datasets = [_dataset(path, name, entry) for name, entry in raw["datasets"].items()]
     plan = Plan(path, str(raw.get("title", "Milestone review")), concurrency, datasets)
     _check(plan)
     return plan
 
 
-def _methods(path: Path, dataset: str, raw: Any) -> list[MethodSpec]:
+@dataclass(frozen=True)
+class _Shared:
+    """What a dataset states once for all its methods."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
+
+
+def _dataset(path: Path, name: str, raw: Any) -> DatasetPlan:
+    where = f"{path}: datasets.{name}"
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where} needs a mapping of method name -> run config.")
+    if not _has_shared_sections(raw):
+        return DatasetPlan(name, _methods(path, name, raw, _Shared()))
+    unknown = set(raw) - DATASET_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; with 'methods:' a dataset allows "
+            f"{sorted(DATASET_KEYS)} (list every method under 'methods')."
+        )
+    return DatasetPlan(name, _methods(path, name, raw["methods"], _shared(where, name, raw)))
+
+
+def _has_shared_sections(raw: dict[str, Any]) -> bool:
+    # Today's format lists methods directly; a method could itself be called "methods".
+    methods = raw.get("methods")
+    return isinstance(methods, dict) and "config" not in methods
+
+
+def _shared(where: str, dataset: str, raw: dict[str, Any]) -> _Shared:
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}.data must be a mapping of data keys (source, task, columns, max_rows, "
+            f"...), got {type(data).__name__}."
+        )
+    unknown = sorted(set(data) - set(DataConfig.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}.data: unknown keys {unknown}; allowed: {', '.join(DataConfig.model_fields)}."
+        )
+    # Check the values alone; a partial `splits` only adds up once merged with a method's.
+    data = {"name": dataset, **data}
+    alone = {
+        k: v for k, v in data.items() if k != "splits" or not isinstance(v, dict) or len(v) == 3
+    }
+    config_mod.from_dict({"data": alone}, where=f"{where}.data")
+    overrides = raw.get("set") or []
+    if not isinstance(overrides, list):
+        raise ConfigError(f"{where}.set must be a list of section.key=value strings.")
+    return _Shared(data, tuple(str(o) for o in overrides))
+
+
+def _methods(path: Path, dataset: str, raw: Any, shared: _Shared) -> list[MethodSpec]:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(
             f"{path}: dataset '{dataset}' needs a mapping of method name -> run config."
@@ -132,8 +193,14 @@ def _methods(path: Path, dataset: str, raw: Any) -> list[MethodSpec]:
         where = f"{path}: datasets.{dataset}.{name}"
         if isinstance(entry, str):
             entry = {"config": entry}
-        if not isinstance(entry, dict) or "config" not in entry:
-            raise ConfigError(f"{where} must be a config path or a mapping with 'config'.")
+        config_optional = bool(shared.data)  # listed under `methods:`
+        if entry is None and config_optional:
+            entry = {}
+        if not isinstance(entry, dict) or ("config" not in entry and not config_optional):
+            hint = ""
+            if name in {"data", "set"}:
+                hint = f" To share '{name}' among the methods, list them under 'methods:'."
+            raise ConfigError(f"{where} must be a config path or a mapping with 'config'.{hint}")
         unknown = set(entry) - METHOD_KEYS
         if unknown:
             raise ConfigError(
@@ -142,10 +209,10 @@ def _methods(path: Path, dataset: str, raw: Any) -> list[MethodSpec]:
         overrides = entry.get("set") or []
         if not isinstance(overrides, list):
             raise ConfigError(f"{where}.set must be a list of section.key=value strings.")
-        config_path = (path.parent / entry["config"]).resolve()
-        overrides = tuple(str(o) for o in overrides)
+        config_path = (path.parent / entry["config"]).resolve() if "config" in entry else None
+        overrides = (*shared.overrides, *(str(o) for o in overrides))
         try:
-            cfg = config_mod.load(config_path, list(overrides))
+            cfg = _run_config(config_path, shared.data, overrides, f"datasets.{dataset}")
         except ConfigError as exc:
             raise ConfigError(f"{path}: method {dataset}/{name}: {exc}") from None
         specs.append(
@@ -162,14 +229,27 @@ def _methods(path: Path, dataset: str, raw: Any) -> list[MethodSpec]:
     return specs
 
 
+def _run_config(
+    config_path: Path | None, data: dict[str, Any], overrides: tuple[str, ...], dataset: str
+) -> RunConfig:
+    """The method's config file (or the defaults), the shared data over it, then `set`."""
+    if not data:
+        return config_mod.load(config_path, list(overrides))
+    raw = config_mod.merge(config_mod.load(config_path).to_dict(), {"data": data})
+    config_mod.apply_overrides(raw, list(overrides))
+    source = config_path.name if config_path else "defaults"
+    return config_mod.from_dict(raw, where=f"{source} with the shared data of {dataset}")
+
+
 def _check(plan: Plan) -> None:
     """Every config loads and trains the dataset it is listed under; init_from is earlier."""
     seen: set[str] = set()
     for method in plan.methods():
         cfg = method.cfg
         if cfg.data.name != method.dataset:
+            source = method.config_path.name if method.config_path else "the defaults"
             raise ConfigError(
-                f"{plan.path}: method {method.label} uses {method.config_path.name}, which "
+                f"{plan.path}: method {method.label} uses {source}, which "
                 f"trains dataset '{cfg.data.name}', not '{method.dataset}'. List it under "
                 f"'{cfg.data.name}' or set data.name."
             )
@@ -187,11 +267,30 @@ def _check(plan: Plan) -> None:
                 )
         seen.add(method.label)
     for dataset in plan.datasets:
-        first = dataset.methods[0].cfg.data
+        first = dataset.methods[0]
         for method in dataset.methods[1:]:
-            if method.cfg.data != first:
+            differences = _differences(first.cfg.data, method.cfg.data)
+            if differences:
                 raise ConfigError(
                     f"{plan.path}: the methods of dataset '{dataset.name}' describe its data "
-                    f"differently ({dataset.methods[0].label} vs {method.label}): every "
-                    "method of a dataset must train on the same prepared data."
+                    f"differently: {method.label} differs from {first.label} in "
+                    f"{'; '.join(differences)}. Every method of a dataset must train on the "
+                    "same prepared data: state it once in the dataset's shared 'data:' "
+                    "section (methods listed under 'methods:')."
                 )
+
+
+def _differences(first: DataConfig, other: DataConfig) -> list[str]:
+    """The data keys two configs disagree on, e.g. ``data.max_rows: None vs 100``."""
+    return _diff(first.model_dump(mode="json"), other.model_dump(mode="json"), "data.")
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
+    found = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            found += _diff(left, right, f"{prefix}{key}.")
+        elif left != right:
+            found.append(f"{prefix}{key}: {left!r} vs {right!r}")
+    return found

@@ -494,6 +494,9 @@ def history_from(log_history: list[dict]) -> list[dict]:
     return rows
 
 
+TRUNCATION_KEY = "data.truncation"
+
+
 def check_prompt_lengths(
     tokenizer,
     prompts: list[str],
@@ -501,14 +504,84 @@ def check_prompt_lengths(
     where: str,
     reserve: int = 1,
     key: str = "model.max_length",
+    truncation_key: str | None = None,
 ) -> None:
     """Fail when prompts leave no room for the response within max_length tokens."""
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    lengths = prompt_lengths(tokenizer, prompts)
     too_long = [i for i, n in enumerate(lengths) if n > max_length - reserve]
     if too_long:
+        fix = f"Raise {key} to at least {max(lengths) + 16}"
+        if truncation_key:
+            fix += f", set {truncation_key} (keep_end, keep_start or drop)"
         raise TrainingError(
             f"{len(too_long)} of {len(prompts)} {where} prompts are longer than "
             f"{key}={max_length} tokens (longest: {max(lengths)} tokens, e.g. row "
-            f"{too_long[0]}), so their responses would be cut off entirely. Raise "
-            f"{key} to at least {max(lengths) + 16} or shorten those prompts."
+            f"{too_long[0]}), so their responses would be cut off entirely. {fix} "
+            "or shorten those prompts."
         )
+
+
+def prompt_lengths(tokenizer, prompts: list[str]) -> list[int]:
+    """Token counts of rendered prompts, special tokens included."""
+    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+
+
+@dataclass
+class PromptFit:
+    """What :func:`fit_prompts` did to one split's prompts."""
+
+    prompts: list[str]  # every prompt, the cut ones replaced (dropped ones too, unchanged)
+    keep: list[bool]  # False = the row is left out (mode drop)
+    cut: int = 0
+    dropped: int = 0
+
+
+def fit_prompts(
+    tokenizer,
+    prompts: list[str],
+    render,
+    max_length: int,
+    mode: str,
+    room: list[int],
+    reserve: int = 1,
+) -> PromptFit:
+    """Cut or drop the prompts whose rendered form leaves fewer than ``reserve`` tokens of
+    ``max_length``: the ones check_prompt_lengths refuses.
+
+    ``render`` maps raw prompts to what the model sees (chat template); the raw text is cut,
+    so the template stays whole. A cut prompt leaves ``room[i]`` tokens for its response.
+    keep_end keeps the last tokens, keep_start the first; drop marks the row as left out.
+    """
+    rendered = prompt_lengths(tokenizer, render(prompts))
+    fit = PromptFit(prompts=list(prompts), keep=[True] * len(prompts))
+    for i, n in enumerate(rendered):
+        if n <= max_length - reserve:
+            continue
+        if mode == "drop":
+            fit.keep[i] = False
+            fit.dropped += 1
+            continue
+        budget = max_length - max(room[i], reserve)
+        fit.prompts[i] = _cut(tokenizer, prompts[i], n, budget, render, keep_end=mode == "keep_end")
+        fit.cut += 1
+    return fit
+
+
+def _cut(tokenizer, prompt: str, rendered: int, budget: int, render, keep_end: bool) -> str:
+    """The prompt's first or last tokens, as many as keep its rendered form within budget."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    overhead = rendered - len(ids)  # template and special tokens around the prompt
+    keep = budget - overhead
+    # Decoding a slice and tokenizing it again can merge or split tokens: shrink until it fits.
+    for _ in range(8):
+        if keep <= 0:
+            break
+        text = tokenizer.decode(ids[-keep:] if keep_end else ids[:keep])
+        excess = prompt_lengths(tokenizer, render([text]))[0] - budget
+        if excess <= 0:
+            return text
+        keep -= excess
+    raise TrainingError(
+        f"A prompt's template alone takes {overhead} of the {budget} tokens left for prompts "
+        "after the response, so no part of the prompt fits. Raise the max length."
+    )

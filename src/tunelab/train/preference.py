@@ -59,16 +59,10 @@ def train(
     conversational = common.has_chat_template(tokenizer)
 
     splits = {name: _pairs(frame, name) for name, frame in data.items() if not frame.empty}
-    held_out_name = "test" if "test" in splits else "validation" if "validation" in splits else None
-    for name, frame in splits.items():
-        common.check_prompt_lengths(
-            tokenizer,
-            rendered_prompts(tokenizer, frame["prompt"], conversational),
-            max_length,
-            name,
-        )
-
     result = common.new_result(cfg, output_dir, data_version, method="dpo")
+    splits = fit_splits(tokenizer, splits, max_length, conversational, cfg.data.truncation, result)
+    held_out_name = "test" if "test" in splits else "validation" if "validation" in splits else None
+
     if d.init_from:
         result.notes.append(f"Policy and reference start from {source.path} (train.dpo.init_from).")
     result.notes.append(
@@ -309,6 +303,73 @@ def _pairs(frame: pd.DataFrame, split: str) -> pd.DataFrame:
             f"with columns {', '.join(COLUMNS)} (data.task=preference)."
         )
     return frame.loc[:, list(COLUMNS)].astype(str).reset_index(drop=True)
+
+
+def fit_splits(
+    tokenizer,
+    splits: dict[str, pd.DataFrame],
+    max_length: int,
+    conversational: bool,
+    mode: str | None,
+    result: TrainResult,
+) -> dict[str, pd.DataFrame]:
+    """Prompts too long for max_length refused (mode None), cut or dropped (data.truncation),
+    the same way in every split so the held-out scores see what training saw; counted in
+    ``result``."""
+    fitted = {}
+    for name, frame in splits.items():
+        prompts = frame["prompt"].tolist()
+        if mode is None:
+            common.check_prompt_lengths(
+                tokenizer,
+                rendered_prompts(tokenizer, prompts, conversational),
+                max_length,
+                name,
+                truncation_key=common.TRUNCATION_KEY,
+            )
+            fitted[name] = frame
+            continue
+        fit = common.fit_prompts(
+            tokenizer,
+            prompts,
+            lambda ps: rendered_prompts(tokenizer, ps, conversational),
+            max_length,
+            mode,
+            response_room(tokenizer, frame, max_length),
+        )
+        out = frame.assign(prompt=fit.prompts).loc[fit.keep].reset_index(drop=True)
+        result.metrics[f"{name}_prompts_truncated"] = fit.cut
+        result.metrics[f"{name}_pairs_dropped"] = fit.dropped
+        if fit.cut or fit.dropped:
+            done = (
+                f"dropped {fit.dropped}"
+                if mode == "drop"
+                else f"cut {fit.cut} ({'last' if mode == 'keep_end' else 'first'} tokens kept)"
+            )
+            result.notes.append(
+                f"{name}: {fit.cut + fit.dropped} of {len(frame)} prompts did not fit "
+                f"max_length={max_length} tokens; data.truncation={mode} {done}."
+            )
+        if out.empty and name == "train":
+            raise TrainingError(
+                f"data.truncation=drop left out all {len(frame)} train pairs: every prompt is "
+                f"longer than max_length={max_length} tokens. Raise the max length or use "
+                "data.truncation=keep_end."
+            )
+        if not out.empty:
+            fitted[name] = out
+    return fitted
+
+
+def response_room(tokenizer, frame: pd.DataFrame, max_length: int) -> list[int]:
+    """Tokens a cut prompt leaves for its pair: the longer response plus its end token, at
+    most half of max_length (a longer response is cut at its end, as trl does)."""
+    room = []
+    for chosen, rejected in frame[["chosen", "rejected"]].itertuples(index=False):
+        ids = tokenizer([chosen, rejected], add_special_tokens=False)["input_ids"]
+        # +2: eos, or the chat template's end-of-turn tokens.
+        room.append(min(max(len(i) for i in ids) + 2, max_length // 2))
+    return room
 
 
 def trl_records(frame: pd.DataFrame, conversational: bool, eos: str) -> list[dict]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,16 @@ from tunelab.train.common import (
 from tunelab.train.engine import Engine
 
 PATTERN_FIELDS = ("text", "text_pair", "prompt", "choices")
-# The pattern when the config leaves it unset: a choice question for classification,
-# the prompt itself (it is the instruction) for generation and preference data.
+# The pattern when the config leaves it unset: a choice question for classification; for
+# generation an instruction around the input, a summarise one when the inputs are bare
+# conversations (DialogSum, SAMSum: nothing in them asks for anything); the prompt itself
+# for preference data (scored, not answered).
 CLASSIFICATION_PATTERN = "Classify the sentiment of this text as {choices}.\nText: {text}"
+GENERATION_PATTERN = "Respond to the following.\n\n{prompt}"
+SUMMARY_PATTERN = "Summarize this conversation in one or two sentences.\n\n{prompt}"
 PROMPT_ONLY_PATTERN = "{prompt}"
+# "Name: words" or "#Person1#: words": one speaker turn of a conversation.
+SPEAKER_TURN = re.compile(r"^\s*#?[^\W\d][\w .'-]{0,30}#?\s*:\s")
 VERBALIZER_KEY = "train.baseline.prompting.verbalizer"
 PATTERN_KEY = "train.baseline.prompting.pattern"
 # Inputs that carry no content: what the model answers for them is its label prior.
@@ -195,12 +202,35 @@ def _demonstrations(
     return chosen
 
 
-def _default_pattern(p: PromptingConfig, task: str) -> tuple[str, str | None]:
-    """The configured pattern, or the task's default when it is unset."""
+def _default_pattern(
+    p: PromptingConfig, task: str, prompts: list[str] | None = None
+) -> tuple[str, str | None]:
+    """The configured pattern, or the task's default when it is unset (generation: the
+    summarise instruction when most ``prompts`` are bare conversations)."""
     if p.pattern is not None:
         return p.pattern, None
-    default = CLASSIFICATION_PATTERN if task == "classification" else PROMPT_ONLY_PATTERN
-    return default, f"{PATTERN_KEY} unset: the {task} default '{default}' was used."
+    why = ""
+    if task == "classification":
+        default = CLASSIFICATION_PATTERN
+    elif task == "generation" and prompts and is_conversations(prompts):
+        default = SUMMARY_PATTERN
+        why = " (most inputs are bare conversations, every line a speaker turn)"
+    elif task == "generation":
+        default = GENERATION_PATTERN
+    else:
+        default = PROMPT_ONLY_PATTERN
+    return default, f"{PATTERN_KEY} unset: the {task} default {default!r} was used{why}."
+
+
+def is_conversations(prompts: list[str]) -> bool:
+    """Whether most prompts are a conversation and nothing else: two or more lines, each a
+    speaker turn, no line that asks for anything."""
+
+    def bare(prompt: str) -> bool:
+        lines = [line for line in str(prompt).splitlines() if line.strip()]
+        return len(lines) >= 2 and all(SPEAKER_TURN.match(line) for line in lines)
+
+    return sum(bare(p) for p in prompts) * 2 > len(prompts)
 
 
 # ---------------------------------------------------------------- the model
@@ -259,7 +289,8 @@ def run(
 ) -> None:
     p = cfg.train.baseline.prompting
     task = cfg.data.task
-    pattern, note = _default_pattern(p, task)
+    prompts = [str(x) for f in data.values() if "prompt" in f.columns for x in f["prompt"]]
+    pattern, note = _default_pattern(p, task, prompts)
     if note:
         result.notes.append(note)
     _check_pattern(pattern)
