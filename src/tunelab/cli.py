@@ -39,6 +39,14 @@ Overrides = Annotated[
 ]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tunelab {version('tunelab')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     workdir: Annotated[
@@ -56,6 +64,12 @@ def main(
             help="Seconds to wait for another run that holds the workspace (default 3600).",
         ),
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     if workdir is not None:
         os.environ["TUNELAB_WORKDIR"] = str(workdir.expanduser().resolve())
@@ -110,6 +124,19 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except TunelabError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail_os(exc)
+
+
+def _fail_os(exc: OSError) -> None:
+    """A file system error (permissions, disk full, a missing folder) as one clear error
+    naming the path; any other OSError is re-raised as it is."""
+    from tunelab.errors import FileSystemError
+
+    error = None if _state["debug"] else FileSystemError.from_os_error(exc)
+    if error is None:
+        raise exc
+    _fail(error)
 
 
 def _run_flow(flow_fn, *args, **kwargs):
@@ -122,6 +149,8 @@ def _run_flow(flow_fn, *args, **kwargs):
         return flow_fn(*args, **kwargs)
     except TunelabError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail_os(exc)
     except Exception as exc:
         if _state["debug"] or not _lost_api(exc):
             raise

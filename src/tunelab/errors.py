@@ -5,6 +5,8 @@ Each class carries the exit code the CLI ends with (README, "Exit codes"): scrip
 schedulers tell a failed data gate from a failed training or an unreachable server.
 """
 
+from __future__ import annotations
+
 
 class TunelabError(Exception):
     """Base class for errors caused by input, configuration or environment."""
@@ -91,3 +93,31 @@ class OrchestratorError(TunelabError):
     """A flow lost its Prefect API; it stopped before its next side effect."""
 
     exit_code = 9
+
+
+class FileSystemError(TunelabError):
+    """A file or folder could not be read or written: permissions, a full or read-only
+    disk, a missing folder."""
+
+    exit_code = 10
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> FileSystemError | None:
+        """The user-facing error for an OSError about a path; None for other OSErrors
+        (a network failure is not a file system problem)."""
+        import errno
+
+        about_files = isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError)
+        about_files |= isinstance(exc, NotADirectoryError | FileExistsError)
+        about_files |= exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+        if not about_files:
+            return None
+        where = exc.filename or "a file"
+        fix = {
+            errno.EACCES: "give this user write access, or choose another --workdir",
+            errno.EPERM: "give this user write access, or choose another --workdir",
+            errno.ENOSPC: "free disk space, or choose a --workdir on another disk",
+            errno.EDQUOT: "free space in your quota, or choose another --workdir",
+            errno.EROFS: "choose a --workdir on a writable disk",
+        }.get(exc.errno, "check that the path exists and is the kind of entry expected")
+        return cls(f"Cannot use {where}: {exc.strerror or exc}. To fix it, {fix}.")

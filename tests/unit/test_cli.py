@@ -98,6 +98,7 @@ EXIT_CODES = {
     "PipelineError": 7,
     "WorkspaceBusyError": 8,
     "OrchestratorError": 9,
+    "FileSystemError": 10,
 }
 
 
@@ -187,3 +188,43 @@ def test_a_flow_that_lost_its_api_exits_9_without_traceback(tmp_path, monkeypatc
     monkeypatch.setattr(flows.milestone, "milestone", lost_at_the_end)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 9 and "lost its Prefect API" in result.output
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"tunelab {version('tunelab')}"
+
+
+@pytest.mark.parametrize(
+    ("error", "fix"),
+    [
+        (PermissionError(13, "Permission denied", "/srv/ws/reports/milestone"), "write access"),
+        (OSError(28, "No space left on device", "/srv/ws/reports/milestone"), "disk space"),
+    ],
+)
+def test_a_file_system_error_is_one_clear_error_naming_the_path(tmp_path, monkeypatch, error, fix):
+    from tunelab.pipeline import method
+
+    def fail(cfg, workspace):
+        raise error
+
+    monkeypatch.setattr(method, "train_and_register", fail)
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config])
+    assert result.exit_code == 10, result.output
+    assert "Traceback" not in result.output
+    assert result.output.count("/srv/ws/reports/milestone") == 1 and fix in result.output
+
+
+def test_other_os_errors_are_not_called_file_system_errors(tmp_path, monkeypatch):
+    from tunelab.pipeline import method
+
+    def fail(cfg, workspace):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(method, "train_and_register", fail)
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config])
+    assert result.exit_code != 10 and isinstance(result.exception, ConnectionResetError)
