@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install dev run deps-check test test-slow lint bench services services-stop clean-cache clean-workspace help
+.PHONY: install dev run deps-check test test-slow lint bench gpu-check services services-stop clean-cache clean-workspace help
 
 help:
 	@echo "make run        set up .venv and run the milestone pipeline on the bundled data (offline)"
@@ -24,6 +24,7 @@ help:
 	@echo "make test-slow  tests on real pretrained models"
 	@echo "make lint       ruff and the declared-imports check (deptry)"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
+	@echo "make gpu-check  on an NVIDIA GPU: LoRA, QLoRA and DPO, tunelab vs plain TRL (docs/benchmarks.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +73,18 @@ bench: install
 	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
 		for b in benchmarks/bench_*.py; do $(BIN)/python $$b --write || exit 1; done; \
 	else echo "no benchmarks yet"; fi
+
+# On an NVIDIA GPU: LoRA SFT, QLoRA SFT and DPO through tunelab and a plain TRL script, side
+# by side ("GPU check" in docs/benchmarks.md). Without one it stops before installing or
+# writing anything. GPU_CHECK_ARGS: more flags, e.g. --repeats 1 --steps 50.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if ! nvidia-smi -L >/dev/null 2>&1 && [ ! -e /proc/driver/nvidia/version ]; then \
+		echo "no CUDA device: gpu-check needs an NVIDIA GPU" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory install
+	@$(BIN)/python benchmarks/bench_sft.py --device cuda --check-device
+	$(BIN)/python -m pip install --quiet -e ".[qlora]"
+	$(BIN)/python benchmarks/bench_sft.py --device cuda --cases lora,qlora,dpo --write $(GPU_CHECK_ARGS)
 
 # The pipeline's step cache (persisted Prefect results): the next run recomputes everything.
 clean-cache:

@@ -31,8 +31,9 @@ def _key(context, parameters) -> str:
 
 
 @task(name="train", persist_result=True, cache_key_fn=_key)
-def train(cfg, workdir: str, data_version: str, key: str) -> method.Trained:
-    return method.train_step(cfg, workdir, data_version)
+def train(cfg, workdir, data_version, tracking_uri, parent, tags, key) -> method.Trained:
+    """Followed live in MLflow; a cached run is neither trained nor logged again."""
+    return method.train_step(cfg, workdir, data_version, tracking_uri, parent, tags)
 
 
 @task(name="evaluate", persist_result=True, cache_key_fn=_key)

@@ -277,6 +277,12 @@ def _print_prepared(prepared: list) -> None:
         console.print(f"{data.name}: report {data.report_path}")
         if data.data_docs:
             console.print(f"{data.name}: Data Docs {data.data_docs}")
+        # Always say what counted tokens; a fallback to the estimate is a warning.
+        line = f"{data.name}: token lengths counted as {data.token_counter}"
+        if data.token_counter_fallback:
+            line += f"; {data.token_counter_fallback}"
+        style = "yellow" if data.token_counter_fallback else None
+        console.print(line, style=style, markup=False, highlight=False)
 
 
 @data_app.command("show")
@@ -724,9 +730,18 @@ def registry_doctor(
 @app.command("predict")
 def predict_cmd(
     reference: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
-    text: Annotated[str | None, typer.Argument(help="One input text.")] = None,
+    text: Annotated[
+        str | None,
+        typer.Argument(
+            help="One input text; for a chat model a user message or a JSON conversation "
+            '(\'[{"role": "user", "content": "..."}]\').'
+        ),
+    ] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input", help="CSV with a text/prompt column.")
+        Path | None,
+        typer.Option(
+            "--input", help="CSV with a text/prompt column (chat: messages, JSON conversations)."
+        ),
     ] = None,
     output_file: Annotated[
         Path | None, typer.Option("--output", help="CSV to write (input + prediction).")

@@ -6,17 +6,27 @@ the file); its keys are merged over the base's, section by section.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from tunelab import config_aliases
 from tunelab.errors import ConfigError
+from tunelab.redaction import is_secret_key, redact
 
-Task = Literal["classification", "generation", "preference"]
+Task = Literal["classification", "generation", "chat", "preference"]
 Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo"]
 
 
@@ -40,8 +50,12 @@ class SplitFractions(Section):
 
 
 class CheckThresholds(Section):
-    min_chars: int = Field(1, ge=1, description="Shortest allowed text, in characters.")
-    max_chars: int = Field(4000, ge=1, description="Longest allowed text, in characters.")
+    min_chars: int = Field(
+        1, ge=1, description="Shortest allowed text (for chat: turn), in characters."
+    )
+    max_chars: int = Field(
+        4000, ge=1, description="Longest allowed text (for chat: turn), in characters."
+    )
     max_duplicate_rate: float = Field(
         0.05, ge=0, le=1, description="Largest allowed share of rows whose normalised text repeats."
     )
@@ -81,6 +95,36 @@ class CleanConfig(Section):
         description="train = drop from train the examples whose normalised text is also in "
         "validation or test (the held-out splits stay whole). None = leaks fail the gate.",
     )
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+class ChatConfig(Section):
+    """How the turns of chat data (data.task=chat) are read from the source."""
+
+    format: Literal["auto", "openai", "sharegpt"] = Field(
+        "auto",
+        description="Turn keys: openai = {role, content}, sharegpt = {from, value}; auto = "
+        "whichever keys each turn has.",
+    )
+    roles: dict[str, str] = Field(
+        default_factory=lambda: dict(SHAREGPT_ROLES),
+        description="Source role name -> system/user/assistant (case-insensitive), added to "
+        "the defaults human: user, gpt: assistant; e.g. {bot: assistant}. Unmapped roles "
+        "fail the gate.",
+    )
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> ChatConfig:
+        wrong = {k: v for k, v in self.roles.items() if v not in CHAT_ROLES}
+        if wrong:
+            raise ValueError(
+                f"data.chat.roles maps {wrong}; each role must map to one of "
+                f"{', '.join(CHAT_ROLES)}"
+            )
+        return self
 
 
 class DataConfig(Section):
@@ -136,6 +180,17 @@ class DataConfig(Section):
         "({split}_prompts_truncated, {split}_pairs_dropped). None = refuse them with an error.",
     )
 
+    chat: ChatConfig = Field(
+        default_factory=ChatConfig, description="Turn keys and role names of chat data."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="Whose tokenizer counts tokens for the gate's length check and the "
+        "report: a model reference (alias, folder, hub id) or 'whitespace' (the estimate). "
+        "None = model.name's. If it cannot be loaded, the whitespace estimate is used and "
+        "the report and command output say so. Never part of the data version.",
+    )
+
     remote: str | None = Field(
         None, description="DVC remote URL or folder; None = dvc-remote/ in the workspace."
     )
@@ -165,6 +220,11 @@ class ModelConfig(Section):
     max_length: int = Field(256, ge=8, description="Longest input, in tokens.")
     trust_remote_code: bool = Field(
         False, description="Allow code from the model repository to run. Off unless needed."
+    )
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description="Load the base model quantised with bitsandbytes (QLoRA): needs CUDA; "
+        "adapter methods only. None = full precision (train.precision).",
     )
 
 
@@ -264,6 +324,20 @@ class DpoConfig(Section):
     )
 
 
+# transformers' SchedulerType values that suit one training run (no plateau, no greedy).
+LrScheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+]
+
+
 class TrainConfig(Section):
     method: Method = Field("baseline", description="Training method.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
@@ -274,6 +348,19 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps spent warming up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    lr_scheduler: LrScheduler = Field(
+        "linear",
+        description="Learning-rate schedule after warm-up (transformers lr_scheduler_type): "
+        "linear decay to 0, cosine, cosine_with_restarts, polynomial, constant, "
+        "constant_with_warmup, inverse_sqrt, cosine_with_min_lr, warmup_stable_decay.",
+    )
+    lr_scheduler_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments of the schedule (transformers lr_scheduler_kwargs), e.g. "
+        "{num_cycles: 2} for cosine_with_restarts, {min_lr_rate: 0.1} for "
+        "cosine_with_min_lr (which needs min_lr or min_lr_rate), {num_decay_steps: 20} for "
+        "warmup_stable_decay (which needs it).",
+    )
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -281,6 +368,12 @@ class TrainConfig(Section):
     )
     gradient_checkpointing: bool = Field(
         False, description="Trade compute for memory by recomputing activations."
+    )
+    packing: bool = Field(
+        False,
+        description="SFT of decoders: pack several short examples into each row of "
+        "model.max_length tokens (trl's best-fit packing; attention stays within each "
+        "example). Fewer padding tokens, so faster on short data; validation is not packed.",
     )
     logging_steps: int = Field(5, ge=1, description="Log the training loss every N steps.")
     eval_steps: int | None = Field(
@@ -298,6 +391,15 @@ class TrainConfig(Section):
         description="Start from this checkpoint folder (checkpoint-N of an earlier run: "
         "weights, optimizer, schedule, step) instead of from scratch; None = from scratch.",
     )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More fields of the Trainer's arguments (TrainingArguments; trl's "
+        "SFTConfig for generation/chat data, DPOConfig for dpo), e.g. {optim: adamw_torch_fused, "
+        "adam_beta2: 0.95}. Checked against that class before any model loads: unknown "
+        "fields, wrong types and fields tunelab sets from its own keys (learning_rate: use "
+        "train.learning_rate) are errors; credentials (hub_token) are refused, as the config "
+        "is logged: use environment variables. Unused by baseline.",
+    )
     baseline: BaselineConfig = Field(
         default_factory=BaselineConfig, description="Settings for method=baseline."
     )
@@ -305,6 +407,18 @@ class TrainConfig(Section):
         default_factory=AdapterConfig, description="Settings for lora/prefix/prompt/ia3."
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="Settings for method=dpo.")
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        secret = sorted(k for k in value if is_secret_key(k))
+        if secret:
+            raise ValueError(
+                f"train.trainer_args {secret} would hold a credential, and the run config is "
+                "logged to MLflow: set it through environment variables instead (HF_TOKEN for "
+                "the hub)"
+            )
+        return value
 
 
 class EvalConfig(Section):
@@ -340,6 +454,15 @@ class RegistryConfig(Section):
     )
     max_model_size_mb: float | None = Field(
         None, gt=0, description="Refuse promotion above this model size on disk (MB)."
+    )
+    package: Literal["adapter", "merged"] | None = Field(
+        None,
+        description="What an adapter run (lora, ia3, prefix, prompt, DPO with an adapter) "
+        "registers: 'adapter' (the adapter, its tokenizer and a reference to the base model, "
+        "whose weights are checked when loaded) or 'merged' (a full copy with the adapter "
+        "merged in; not for prefix/prompt tuning). None = adapter when the base model has "
+        "more than 1B parameters or nothing was merged, else merged. Other runs register "
+        "their one model.",
     )
     auto_register: bool = Field(
         True, description="Register servable runs and run the promotion gate after training."
@@ -380,13 +503,19 @@ def digest(payload: Any, length: int = 16) -> str:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or start from defaults), apply ``key.sub=value`` overrides, validate."""
+    """Read a YAML config (or start from defaults), apply ``key.sub=value`` overrides, validate.
+
+    Recipe names (``num_train_epochs``, ``lora_r``, ``bf16``; tunelab/config_aliases.py)
+    become tunelab's keys, in the file and in the overrides alike.
+    """
     raw: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     apply_overrides(raw, overrides)
     return from_dict(raw, where=str(path) if path else "defaults")
 
 
 def from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    """Validate a raw config mapping; recipe names in it become tunelab's keys first."""
+    raw = resolve_aliases(raw, where)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -406,8 +535,18 @@ def read_mapping(path: Path, what: str = "Config file", example: str = "configs/
     return raw
 
 
+def resolve_aliases(raw: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``raw`` with recipe names (tunelab/config_aliases.py) replaced by tunelab's keys."""
+    return config_aliases.resolve(raw, _fields_at, where)
+
+
+def _fields_at(node: tuple[str, ...]) -> list[str]:
+    return _allowed_keys(node)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    raw = read_mapping(path)
+    # Each file's recipe names are resolved alone, so a file's keys win over its base's.
+    raw = resolve_aliases(read_mapping(path), str(path))
     if "datasets" in raw and not ({"data", "model", "train"} & set(raw)):
         raise ConfigError(
             f"{path} is a milestone plan (datasets and their methods), not a run config: "
@@ -448,8 +587,17 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             f"Override '{item}' must look like section.key=value, e.g. data.max_rows=200."
         )
     value = yaml.safe_load(text) if text.strip() else None
-    node = raw
     parts = key.strip().split(".")
+    alias = config_aliases.alias_at(tuple(parts[:-1]), parts[-1], _fields_at)
+    if alias is not None:
+        given = config_aliases.translate(alias, key.strip(), value, f"override '{item}'")
+        parts, value = list(alias.path), given.value
+        if given.off:  # e.g. bf16=false: back to the default unless precision is another
+            node = config_aliases.node_at(raw, alias.path[:-1])
+            if parts[-1] in node and node[parts[-1]] == value:
+                del node[parts[-1]]
+            return
+    node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
@@ -460,13 +608,28 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def _explain(exc: ValidationError, where: str) -> str:
     lines = [f"Invalid config ({where}):"]
+    unknown = False
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(err["loc"][:-1])
-            lines.append(f"  - unknown key '{key}'. Allowed keys here: {', '.join(allowed)}.")
+            unknown = True
+            node = tuple(str(p) for p in err["loc"][:-1])
+            allowed = _allowed_keys(node)
+            near = difflib.get_close_matches(
+                str(err["loc"][-1]), allowed + config_aliases.names_at(node, _fields_at), n=3
+            )
+            hint = f" Did you mean {' or '.join(near)}?" if near else ""
+            lines.append(f"  - unknown key '{key}'.{hint} Allowed keys here: {', '.join(allowed)}.")
         else:
-            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r}).")
+            # A credential in a mistyped value must not reach the terminal or a log.
+            got = redact(err.get("input"), str(err["loc"][-1]) if err["loc"] else "")
+            lines.append(f"  - {key}: {err['msg']} (got {got!r}).")
+    if unknown:
+        lines.append(
+            "Recipe names from Hugging Face TrainingArguments, TRL and Axolotl listed in "
+            "tunelab/config_aliases.py are accepted too (num_train_epochs, lora_r, bf16, ...); "
+            "other TrainingArguments fields go under train.trainer_args."
+        )
     lines.append("Fix the file or the --set override; `tunelab config show` prints a valid one.")
     return "\n".join(lines)
 

@@ -27,7 +27,9 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-TASKS = ("classification", "generation", "preference")
+TASKS = ("classification", "generation", "chat", "preference")
+# Chat runs answer the last assistant turn of each conversation: scored like generation.
+SCORED_AS = {"chat": "generation"}
 ROUGE_KINDS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "micro_f1")
 CALIBRATION_METRICS = ("ece", "mean_confidence")
@@ -256,7 +258,7 @@ def table_metrics(
     table: pd.DataFrame, task: str, labels: Sequence[str] | None = None
 ) -> dict[str, float]:
     """All metrics of a predictions table for ``task``."""
-    _check_task(task)
+    task = _check_task(task)
     if task == "classification":
         y_true = _strings(table, "reference", task)
         y_pred = _strings(table, "prediction", task)
@@ -487,7 +489,7 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 
 def _statistic(table: pd.DataFrame, metric: str, task: str) -> Statistic:
     """Reduce a table to arrays once; the result maps row-index matrices to metric values."""
-    _check_task(task)
+    task = _check_task(task)
     if task == "classification":
         return _classification_statistic(table, metric)
     if task == "generation":
@@ -710,9 +712,11 @@ def _nonempty(table: pd.DataFrame, metric: str) -> int:
     return len(table)
 
 
-def _check_task(task: str) -> None:
+def _check_task(task: str) -> str:
+    """The task whose metrics score ``task`` (chat: generation), or a ValueError."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; use one of {', '.join(TASKS)}.")
+    return SCORED_AS.get(task, task)
 
 
 def _check_aligned(challenger: pd.DataFrame, reference: pd.DataFrame) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tunelab import markdown as md
+from tunelab.data import chat
 from tunelab.pipeline.records import MethodRecord, Registration
 from tunelab.redaction import redact
 from tunelab.runs import PREDICTIONS_FILE, RESULT_FILE, SCORECARD_FILE, input_column
@@ -36,6 +37,7 @@ HTML_FILE = "review.html"
 SECONDARY_METRICS = {
     "classification": ("accuracy", "ece"),
     "generation": ("rouge1", "bleu", "chrf"),
+    "chat": ("rouge1", "bleu", "chrf"),
     "preference": ("reward_margin", "loglik_win_rate"),
 }
 ERROR_CHARS = 200
@@ -191,6 +193,8 @@ def _table_row(run: _Run) -> dict:
         "wall_seconds": run.cost("wall_seconds"),
         "peak_rss_mb": run.cost("peak_rss_mb"),
         "latency_p95_ms": run.cost("latency_p95_ms"),
+        "package": _package(run),
+        "package_size_mb": run.cost("model_size_mb"),
         "decision": run.registration.outcome,
         "model_version": entry.model_version,
         "error": None if run.ok else _error(run.error),
@@ -235,7 +239,7 @@ def _dataset_section(name: str, data: DatasetEntry | None, runs: list[_Run], fol
     parts.append(_loss_part(name, runs, folder))
     if task == "classification":
         parts.append(_confusion_part(name, runs, folder))
-    if task in ("classification", "generation"):
+    if task in ("classification", "generation", "chat"):
         parts.append(_disagreements_part(runs, task))
     parts.append(_decisions_part(runs))
     return "\n\n".join(p for p in parts if p)
@@ -304,7 +308,7 @@ def _methods_part(runs: list[_Run], task: str | None) -> str:
         ("peak memory MB", _memory_cell, False),
         ("tokens/s", lambda r: _fmt_number(r.cost("tokens_per_second")), False),
         ("latency p50 / p95 ms", _latency_cell, False),
-        ("model size MB", _size_cell, False),
+        ("package size MB", _size_cell, False),
         ("reused", lambda r: ", ".join(md.cell(s) for s in r.entry.reused) or NONE, False),
         ("MLflow", _mlflow_cell, False),
     ]
@@ -409,11 +413,15 @@ def _disagreements_part(runs: list[_Run], task: str) -> str:
         )
     # Generation: the prompts whose outputs differ most, one small table each.
     ranked = sorted(differ.index, key=lambda i: (-distinct[i], i))[:GENERATION_EXAMPLES]
-    prompt_column = "prompt" if "prompt" in first.columns else None
+    prompt_column = input_column(first.columns)
     blocks = [f"{heading}\n\n{note} The {len(ranked)} with the most distinct outputs:"]
     for row in ranked:
         body = []
-        if prompt_column:
+        if prompt_column and task == "chat":
+            turns = chat.loads(str(first.at[row, prompt_column]))
+            last = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+            body.append([f"last user turn (of {len(turns)})", md.cell(last, GENERATION_CHARS)])
+        elif prompt_column:
             body.append(["prompt", md.cell(first.at[row, prompt_column], GENERATION_CHARS)])
         body.append(["reference", md.cell(reference[row], GENERATION_CHARS)])
         body += [[md.code(m), md.cell(predictions.at[row, m], GENERATION_CHARS)] for m in methods]
@@ -522,8 +530,27 @@ def _latency_cell(run: _Run) -> str:
     return f"{_fmt_number(p50)} / {_fmt_number(p95)}"
 
 
+def _package(run: _Run) -> str | None:
+    """What an adapter run registers (its scorecard's ``adapter_only``): 'adapter' (the
+    adapter and a base-model reference) or 'merged'; None for other runs."""
+    only = run.cost("adapter_only")
+    return None if only is None else "adapter" if only else "merged"
+
+
 def _size_cell(run: _Run) -> str:
-    return _cost_cell(run, "model_size_mb", "adapter_size_mb", "adapter")
+    """Size on disk of the registered package; for an adapter run which one it is, with the
+    other's size in brackets: '0.35 adapter (merged 513)'."""
+    size, adapter, merged = (
+        run.cost(k) for k in ("model_size_mb", "adapter_size_mb", "merged_size_mb")
+    )
+    package = _package(run)
+    if package is None:
+        if size is None and adapter is None:
+            return NONE
+        return _fmt_size(size) + (f" (adapter {_fmt_size(adapter)})" if adapter else "")
+    other = ("merged", merged) if package == "adapter" else ("adapter", adapter)
+    text = f"{_fmt_size(size)} {package}"
+    return text + (f" ({other[0]} {_fmt_size(other[1])})" if other[1] is not None else "")
 
 
 def _mlflow_cell(run: _Run) -> str:
@@ -629,6 +656,13 @@ def _fmt_number(value: float | None) -> str:
     if value is None:
         return NONE
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def _fmt_size(value: float | None) -> str:
+    """MB on disk: adapters weigh fractions of a megabyte, merged models hundreds."""
+    if value is None:
+        return NONE
+    return f"{value:.2f}" if abs(value) < 1 else _fmt_number(value)
 
 
 def _fmt_count(value: float | None) -> str:

@@ -99,6 +99,9 @@ class TrainResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The MLflow run that followed training live (tunelab.lifecycle.live); the run is
+    # logged into it after evaluation. None when training was not tracked.
+    mlflow_run_id: str | None = None
 
     @property
     def trainable_share(self) -> float:

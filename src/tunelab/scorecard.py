@@ -34,6 +34,7 @@ from tunelab.workspace import Workspace
 DEFAULT_PRIMARY = {
     "classification": "macro_f1",
     "generation": "rougeL",
+    "chat": "rougeL",
     "preference": "reward_accuracy",
 }
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = CONFIGS / "tiny.yaml"
+LIVE = ("full", "lora", "ia3", "dpo")  # the methods of tiny.yaml that train with a Trainer
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,11 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
             output_format="list",
         )
         assert runs, f"no MLflow run for {dataset}/{method}"
+        # One run per method, followed live while it trained (not the baselines), then
+        # logged into and ended.
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs
+        live_id = TrainResult.load(row.run_dir).mlflow_run_id
+        assert live_id == (runs[0].info.run_id if method in LIVE else None), method
         parent = runs[0].data.tags.get("mlflow.parentRunId")
         assert parent, "method runs are nested under the pipeline's parent run"
         data_version = runs[0].data.tags["tunelab.data_version"]
@@ -102,14 +108,19 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
 
 
 def test_a_second_run_reuses_every_step(milestone_workspace):
+    import mlflow
+
     from flows.milestone import milestone
 
     before = registry.list_versions(tracking.setup(milestone_workspace))
+    runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     summary = milestone(str(TINY), str(milestone_workspace.root))
     assert all(m.reused == ["train", "evaluate", "register"] for m in summary.methods)
     assert summary.total_step_seconds == 0.0
-    # Nothing was logged or registered again.
+    # Nothing was logged or registered again (only the new pipeline's parent runs).
     assert registry.list_versions(tracking.setup(milestone_workspace)) == before
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) - runs_before == len({m.dataset for m in summary.methods})
 
 
 def test_changing_one_method_reruns_only_that_method(milestone_workspace, tmp_path):

@@ -65,6 +65,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     checkpoint = wait_for_checkpoint(killed, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    # The MLflow run the killed attempt logged its curve to.
+    [record] = list((killed / "runs").glob("*/*/live_run.json"))
+    killed_run = json.loads(record.read_text())["run_id"]
     assert not list((killed / "runs").rglob("train_result.json")), "the run finished anyway"
 
     rerun = subprocess.run(
@@ -86,3 +89,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     )
     last = [h["loss"] for h in expected["history"] if "loss" in h][-1]
     assert [h["loss"] for h in resumed["history"] if "loss" in h][-1] == pytest.approx(last)
+
+    # One MLflow run across the kill: its curve covers every logged step of the run.
+    assert resumed["mlflow_run_id"] == killed_run
+    from mlflow import MlflowClient
+
+    store = MlflowClient(tracking_uri=f"sqlite:///{killed / 'mlruns' / 'mlflow.db'}")
+    assert store.get_run(killed_run).info.status == "FINISHED"
+    logged = {m.step for m in store.get_metric_history(killed_run, "curve/train_loss")}
+    assert logged == {h["step"] for h in resumed["history"] if "loss" in h}

@@ -154,7 +154,7 @@ def test_merged_model_matches_the_adapter_model(tmp_path, sentiment, method, mod
     job = features.prepare(cfg, data)
     unmerged = PeftModel.from_pretrained(finetune.load_model(job), str(adapter_dir)).eval()
     merged = finetune.load_model(job, path=merged_dir).eval()
-    batch = features.collator(job)(job.features["test"][:4])
+    batch = adapters.held_out_batch(job)
     with torch.no_grad():
         expected, actual = unmerged(**batch).logits, merged(**batch).logits
     assert torch.allclose(actual, expected, atol=1e-4)

@@ -219,6 +219,61 @@ def test_generation_report_sections(tmp_path):
     assert all(p.read_bytes().startswith(PNG) for p in report.plots)
 
 
+def test_chat_report_describes_conversations(tmp_path):
+    from tunelab.data import chat
+
+    def conversation(*texts, system=None):
+        turns = [{"role": "system", "content": system}] if system else []
+        roles = ("user", "assistant")
+        return chat.dumps(
+            turns + [{"role": roles[i % 2], "content": t} for i, t in enumerate(texts)]
+        )
+
+    train = pd.DataFrame(
+        {
+            "messages": [
+                conversation("Boil an egg?", "Seven *minutes*.", system="Be brief."),
+                conversation("Rice?", "Rinse it.", "Water?", "One and a half cups."),
+                conversation("Tea?", "Steep three minutes."),
+            ]
+        }
+    )
+    test = pd.DataFrame({"messages": [conversation("rice?", "Rinse  it.", "Water?", "Less.")]})
+    counter = TokenCounter(
+        count=lambda t: len(t.split()),
+        label="words (test)",
+        # Each turn costs its words plus two template tokens.
+        examples=lambda task, frame: [
+            sum(len(m["content"].split()) + 2 for m in chat.loads(v)) for v in frame["messages"]
+        ],
+        chat_template=True,
+    )
+    report = write_report(
+        "chat",
+        "chat",
+        "v1",
+        {"train": train, "validation": train.iloc[0:0], "test": test},
+        Workspace(tmp_path),
+        token_counter=counter,
+    )
+    md = report.markdown
+    for heading in ("Conversations per split", "Turns", "Lengths", "Duplicates", "Examples"):
+        assert f"\n## {heading}\n" in md
+    assert report.summary["rows"] == {"train": 3, "validation": 0, "test": 1, "total": 4}
+    turns = report.summary["turns"]
+    assert (turns["train"]["min"], turns["train"]["max"], turns["all"]["median"]) == (2, 4, 3.5)
+    assert turns["train"]["with_system_turn"] == round(1 / 3, 4)
+    assert report.summary["turn_tokens"]["assistant"]["max"] == 5
+    # Conversation tokens are the gate's: through the (test) template, not the JSON text.
+    assert report.summary["lengths"]["conversation"]["train"]["tokens"]["max"] == 17
+    assert "the whole conversation through the chat template" in md
+    assert report.summary["duplicates"]["rows"] == 0  # a different last turn: not a repeat
+    assert sorted(p.name for p in report.plots) == ["lengths-conversation.png", "turns.png"]
+    assert "### Conversation 1 (" in md and "\n- **assistant:** " in md
+    assert "Seven *minutes*" not in md  # texts from the data are escaped
+    assert '"role"' not in md  # conversations are shown turn by turn, never as JSON
+
+
 def test_preference_report_compares_chosen_and_rejected(tmp_path):
     frame = pd.DataFrame(
         {

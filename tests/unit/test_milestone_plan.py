@@ -14,7 +14,9 @@ from tunelab.pipeline import plan as milestone
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["milestone.yaml", "tiny.yaml", "retrain.yaml"])
+@pytest.mark.parametrize(
+    "name", ["milestone.yaml", "milestone-full.yaml", "tiny.yaml", "retrain.yaml"]
+)
 def test_bundled_plans_load(name):
     plan = milestone.load_plan(CONFIGS / name)
     assert plan.datasets and all(d.methods for d in plan.datasets)
@@ -27,7 +29,8 @@ def test_the_milestone_covers_every_method_family():
     methods = {m.cfg.train.method for m in plan.methods()}
     assert {"baseline", "full", "lora", "dpo"} <= methods
     dpo = plan.find("preferences/dpo")
-    assert dpo.init_from == "instructions/lora"
+    assert dpo.init_from == "chat/lora"
+    assert plan.find("chat/lora").cfg.data.task == "chat"
     assert [m.label for m in plan.dependent()] == ["preferences/dpo"]
     assert "preferences/dpo" not in {m.label for m in plan.independent()}
 
@@ -35,8 +38,8 @@ def test_the_milestone_covers_every_method_family():
 def test_a_dpo_method_starts_from_its_source_run_without_reparsing():
     plan = milestone.load_plan(CONFIGS / "milestone.yaml")
     dpo = plan.find("preferences/dpo")
-    started = dpo.config_for("/runs/instructions/lora-x")
-    assert started.train.dpo.init_from == "/runs/instructions/lora-x"
+    started = dpo.config_for("/runs/chat/lora-x")
+    assert started.train.dpo.init_from == "/runs/chat/lora-x"
     assert dpo.cfg.train.dpo.init_from is None  # the plan's config is left as it was
     assert started.train.max_steps == dpo.cfg.train.max_steps == 10  # the plan's `set:`
     assert dpo.config_for(None) is dpo.cfg

@@ -60,7 +60,15 @@ def test_three_steps_in_order_fill_one_record(plan):
     assert [c.step for c in run.calls] == ["train", "evaluate", "register"]
     assert [c.label for c in run.calls] == ["sentiment/lora"] * 3
     train, evaluate, register = run.calls
-    assert train.args == (spec.cfg, "/ws", "v1")
+    # The train step opens the MLflow run live: where and under which parent, like register.
+    assert train.args == (
+        spec.cfg,
+        "/ws",
+        "v1",
+        "sqlite:///ws/mlflow.db",
+        "parent-1",
+        context().tags,
+    )
     assert evaluate.args == (spec.cfg, "/ws/runs/sentiment/lora-x", "/ws")
     assert register.args[3:] == ("sqlite:///ws/mlflow.db", "parent-1", context().tags)
     # Each key builds on the one before it.
@@ -95,7 +103,7 @@ def test_a_run_that_cannot_be_scored_is_not_registered(plan):
 
 def test_dpo_starts_from_its_source_run_or_fails_clearly(plan):
     spec = plan.find("preferences/dpo")
-    source = MethodRecord("instructions", "lora", run_dir="/ws/runs/instructions/lora-y")
+    source = MethodRecord("chat", "lora", run_dir="/ws/runs/chat/lora-y")
     run = Orchestrator(
         {
             "train": done(Trained("/ws/runs/preferences/dpo-z", 3.0)),
@@ -105,12 +113,12 @@ def test_dpo_starts_from_its_source_run_or_fails_clearly(plan):
     )
     method.run_method(spec, context(), run, finished=[source])
     cfg = run.calls[0].args[0]
-    assert cfg.train.dpo.init_from == "/ws/runs/instructions/lora-y"
+    assert cfg.train.dpo.init_from == "/ws/runs/chat/lora-y"
     assert spec.cfg.train.dpo.init_from is None
 
-    failed = MethodRecord("instructions", "lora", status="failed", error="train: OOM")
+    failed = MethodRecord("chat", "lora", status="failed", error="train: OOM")
     record = method.run_method(spec, context(), Orchestrator({}), finished=[failed])
-    assert record.error.startswith("train: preferences/dpo starts from instructions/lora")
+    assert record.error.startswith("train: preferences/dpo starts from chat/lora")
     assert "OOM" in record.error
 
 
@@ -123,11 +131,11 @@ def test_retraining_runs_only_changed_datasets(plan):
 
         return PipelineSummary(subset.title, "r.md", "r.html", 1.0, {}, [], {})
 
-    lines = ["- `sentiment`: skipped", "- `instructions`: retraining", "- `preferences`: skip"]
-    summary = RetrainDecision(plan, ["instructions"], lines).apply(run)
-    assert [d.name for d in ran[0].datasets] == ["instructions"]
+    lines = ["- `sentiment`: skipped", "- `chat`: retraining", "- `preferences`: skip"]
+    summary = RetrainDecision(plan, ["chat"], lines).apply(run)
+    assert [d.name for d in ran[0].datasets] == ["chat"]
     assert ran[0].title.endswith("(retraining)")
-    assert summary.retrained == ["instructions"]
+    assert summary.retrained == ["chat"]
     assert summary.skipped == ["sentiment", "preferences"]
 
     nothing = RetrainDecision(plan, [], lines).apply(run)

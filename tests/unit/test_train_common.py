@@ -259,3 +259,21 @@ def test_the_loss_before_a_resume_comes_from_the_logged_losses():
         {"step": 12, "loss": 0.1},  # after the checkpoint: not part of it
     ]
     assert common.logged_loss(history, 8) == (pytest.approx(1.0 + 4 * 0.8 + 3 * 0.5), 8)
+
+
+def test_nested_meters_keep_the_outer_cuda_peak(monkeypatch):
+    """Only the outermost meter resets the CUDA peak: the run's peak covers loading the
+    model, not just trainer.train() inside it."""
+    import torch
+
+    resets = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: resets.append(1))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**20)
+    with common.ResourceMeter() as outer, common.ResourceMeter() as inner:
+        pass
+    assert len(resets) == 1
+    assert outer.cuda_max_allocated_mb == inner.cuda_max_allocated_mb == 3.0
+    with common.ResourceMeter():
+        pass
+    assert len(resets) == 2  # a later run resets again

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from tunelab.data import chat
 from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, key_column
 from tunelab.data.tokens import TokenCounter
 
@@ -30,6 +31,16 @@ TOO_LONG = "over_max_length"
 CLASS_ROWS = "rows"
 TIMES_SMALLEST = "times_smallest_class"
 MOJIBAKE = "has_mojibake"
+# Chat checks (data.task=chat): kind of check -> derived column, True where a row passes.
+CHAT_CHECKS = {
+    "chat_format": "is_conversation",
+    "chat_roles": "roles_known",
+    "chat_empty": "no_empty_turn",
+    "chat_length": "turns_within_length",
+    "chat_order": "turns_alternate",
+    "chat_assistant": "has_assistant_turn",
+    "chat_ends": "ends_with_assistant",
+}
 
 # UTF-8 bytes read as cp1252 or latin-1: a lead byte (Â Ã Ä Å, or â€ for quotes and
 # dashes) followed by a character a continuation byte becomes. Conservative: such pairs
@@ -70,6 +81,9 @@ def describe_failures(outcome: ValidationOutcome) -> str:
         lines.append(f"     Threshold: {failure.threshold}")
         if failure.fix:
             lines.append(f"     Fix: {failure.fix}")
+    fallback = outcome.results.get("token_counter_fallback")
+    if fallback:
+        lines.append(f"Token lengths are whitespace estimates: {fallback}.")
     if outcome.docs_path:
         lines.append(f"Data Docs (every check and its result): {outcome.docs_path}")
     lines.append(
@@ -97,6 +111,7 @@ class Seen:
     classes: pd.DataFrame | None
     counter: TokenCounter
     max_length: int
+    char_limits: tuple[int, int] = (1, 4000)  # data.checks.min_chars, max_chars
 
 
 def failures(run: dict, seen: Seen) -> list[Failure]:
@@ -134,6 +149,8 @@ def fix_for(kind: str | None, seen: Seen) -> str | None:
         raise_it = "raise model.max_length or data.checks.max_too_long_share"
         if seen.task == "preference":
             return f"data.truncation=keep_end (or keep_start, or drop), or {raise_it}"
+        if seen.task == "chat":
+            return f"{raise_it}, or split or shorten the long conversations in the source"
         return f"{raise_it}, or shorten the texts in the source"
     if kind == "leakage":
         fix = "data.clean.drop_leaked=train (drops the train copies; held-out splits stay whole)"
@@ -172,6 +189,20 @@ _FIXES = {
     "imbalance": "raise data.checks.max_imbalance_ratio, or balance the classes in the source",
     "mojibake": "re-read the source with the right encoding (it is UTF-8 read as cp1252 or "
     "latin-1: re-save the file as UTF-8), or raise data.checks.max_mojibake_share",
+    "chat_format": "give each row a list of turns, {role, content} (OpenAI) or {from, value} "
+    "(ShareGPT; data.chat.format picks one when auto-detection does not); a CSV cell holds "
+    "that list as JSON text. Fix or remove those rows in the source",
+    "chat_roles": "map the source's role names onto system/user/assistant with "
+    "data.chat.roles, e.g. {bot: assistant}, or remove those turns in the source",
+    "chat_empty": "data.clean.drop_empty=true (drops those conversations), or fill or remove "
+    "the empty turns in the source",
+    "chat_length": "raise data.checks.max_chars (or lower data.checks.min_chars), or shorten "
+    "those turns in the source",
+    "chat_order": "in the source, start each conversation with a user turn (after an optional "
+    "system turn), merge consecutive turns of one role, and keep system turns first",
+    "chat_assistant": "add the assistant's reply to those conversations in the source, or "
+    "remove them",
+    "chat_ends": "remove the turns after the last assistant reply, or add the reply, in the source",
 }
 
 
@@ -285,13 +316,22 @@ def _named_group(group: pd.DataFrame) -> str:
     return _rows(group[[SPLIT, SOURCE_ROW]].to_dict("records"), limit=4) + _more(len(group), 4)
 
 
+def _shown(seen: Seen, value: object) -> str:
+    """An example's key text as quoted in a message (a conversation on one line)."""
+    if seen.task == "chat":
+        return _quote(chat.preview(value, 60), 60)
+    return _quote(value)
+
+
 def _observed_duplicates(result, kwargs, seen):
     examples, column = seen.examples, key_column(seen.task)
     share = float(result.get("observed_value") or 0.0)
     keys = row_keys(examples, seen.task)
     repeated_keys = set(keys[examples[REPEATS] == 1])
     groups = _groups(seen, keys.isin(repeated_keys))
-    named = [f"{_quote(g.iloc[0][column])} x{len(g)} ({_named_group(g)})" for g in groups[:SHOWN]]
+    named = [
+        f"{_shown(seen, g.iloc[0][column])} x{len(g)} ({_named_group(g)})" for g in groups[:SHOWN]
+    ]
     return (
         f"{share:.1%} of rows ({int(examples[REPEATS].sum())} of {len(examples)}) repeat "
         f"an earlier row: {'; '.join(named)}{_more(len(groups), len(named))}",
@@ -303,7 +343,7 @@ def _observed_leakage(result, kwargs, seen):
     column = key_column(seen.task)
     groups = _groups(seen, seen.examples[LEAKED])
     named = [
-        f"{_quote(g.iloc[0][column])} in {' and '.join(dict.fromkeys(g[SPLIT]))} "
+        f"{_shown(seen, g.iloc[0][column])} in {' and '.join(dict.fromkeys(g[SPLIT]))} "
         f"({_named_group(g)})"
         for g in groups[:SHOWN]
     ]
@@ -329,6 +369,36 @@ def _observed_too_long(result, kwargs, seen):
         f"{', '.join(longest)}{_more(len(over), len(longest))}",
         None,
     )
+
+
+def _observed_chat(kind: str, what: str, detail):
+    """'2 conversations <what>: train row 4 (<detail>); test row 9 (...)'."""
+
+    def describe(result, kwargs, seen):
+        column = CHAT_CHECKS[kind]
+        examples = seen.examples
+        if column not in examples.columns:
+            return _observed_generic(result, kwargs, seen)
+        hits = examples[~examples[column].astype(bool)]
+        named = [
+            f"{r[SPLIT]} row {r[SOURCE_ROW]} ({detail(chat.inspect(r.get(chat.COLUMN)), seen)})"
+            for r in hits.head(SHOWN).to_dict("records")
+        ]
+        splits = set(hits[SPLIT])
+        return (
+            f"{_plural(len(hits), 'conversation')} {what}: {'; '.join(named)}"
+            f"{_more(len(hits), len(named))}",
+            splits.pop() if len(splits) == 1 else None,
+        )
+
+    return describe
+
+
+def _empty_detail(found: chat.Inspection, seen: Seen) -> str:
+    if not found.roles:
+        return "no turns"
+    turns = ", ".join(str(n) for n in found.empty_turns)
+    return f"turn{'s' if len(found.empty_turns) > 1 else ''} {turns} empty"
 
 
 def _observed_mojibake(result, kwargs, seen):
@@ -435,8 +505,49 @@ _OBSERVED: dict[str, Any] = {
     "same_pair": _observed_map("where chosen equals rejected"),
     "too_long": _observed_too_long,
     "mojibake": _observed_mojibake,
+    "chat_format": _observed_chat(
+        "chat_format", "malformed (not a list of turns)", lambda i, seen: i.problem
+    ),
+    "chat_roles": _observed_chat(
+        "chat_roles",
+        "with unknown roles",
+        lambda i, seen: "roles " + ", ".join(_quote(r) for r in i.unknown_roles),
+    ),
+    "chat_empty": _observed_chat("chat_empty", "empty or with an empty turn", _empty_detail),
+    "chat_length": _observed_chat(
+        "chat_length",
+        "with turns outside the length limits",
+        lambda i, seen: _turn_lengths(i, seen),
+    ),
+    "chat_order": _observed_chat(
+        "chat_order", "whose turns do not alternate user/assistant", lambda i, seen: i.order
+    ),
+    "chat_assistant": _observed_chat(
+        "chat_assistant",
+        "without an assistant turn",
+        lambda i, seen: "turns: " + ", ".join(i.roles),
+    ),
+    "chat_ends": _observed_chat(
+        "chat_ends",
+        "not ending with an assistant turn",
+        lambda i, seen: (
+            f"ends with a {i.roles[-1]} turn; the last assistant turn is turn "
+            f"{_last_assistant(i)} of {i.turns}"
+        ),
+    ),
     "label_count": _observed_label_count,
     "class_in_split": _observed_class_in_split,
     "class_min": _observed_class_min,
     "imbalance": _observed_imbalance,
 }
+
+
+def _last_assistant(found: chat.Inspection) -> int:
+    """The 1-based number of the last assistant turn."""
+    return len(found.roles) - found.roles[::-1].index("assistant")
+
+
+def _turn_lengths(found: chat.Inspection, seen: Seen) -> str:
+    """'turn 3: 5,210 characters' for each turn outside data.checks' limits."""
+    outside = found.outside(*seen.char_limits)
+    return ", ".join(f"turn {n}: {found.lengths[n - 1]:,} characters" for n in outside)

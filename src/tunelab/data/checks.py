@@ -5,7 +5,8 @@ One call validates one dataset's splits as two GX batches:
 - ``<dataset>-examples``: every split stacked, one row per example, with a ``split``
   column and derived per-row columns for the cross-row checks (repeats an earlier
   row, also in another split, chosen same as rejected, token count, over max length,
-  mojibake);
+  mojibake; for chat: is a conversation, roles known, no empty turn, turn lengths,
+  turns alternate, has an assistant turn, ends with one);
 - ``<dataset>-classes`` (classification): one row per label with its counts overall
   and per split.
 
@@ -27,8 +28,10 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from tunelab.config import RunConfig
+from tunelab.data import chat
 from tunelab.data import check_messages as messages
 from tunelab.data.check_messages import (
+    CHAT_CHECKS,
     CLASS_ROWS,
     LEAKED,
     MOJIBAKE,
@@ -71,7 +74,8 @@ def validate_splits(
     """Run the gate's expectation suites over the splits; never raises for bad data."""
     counter = token_counter or whitespace_counter()
     task, name = cfg.data.task, cfg.data.name
-    examples = _examples_frame(splits, task, cfg.model.max_length, counter)
+    limits = (cfg.data.checks.min_chars, cfg.data.checks.max_chars)
+    examples = _examples_frame(splits, task, cfg.model.max_length, counter, limits)
     labels = _label_set(cfg, examples)
     classes = _classes_frame(examples, labels, splits) if labels is not None else None
 
@@ -89,7 +93,7 @@ def validate_splits(
         if page:
             pages[kind] = page
 
-    seen = messages.Seen(task, examples, classes, counter, cfg.model.max_length)
+    seen = messages.Seen(task, examples, classes, counter, cfg.model.max_length, limits)
     failures = [f for result in runs.values() for f in messages.failures(result, seen)]
     warnings = messages.warnings(seen, cfg.data.checks.max_mojibake_share)
     success = all(r["success"] for r in runs.values())
@@ -108,6 +112,7 @@ def validate_splits(
         "task": task,
         "success": success,
         "token_counter": counter.label,
+        "token_counter_fallback": counter.fallback,
         "max_length": cfg.model.max_length,
         "thresholds": cfg.data.checks.model_dump(mode="json"),
         "labels": labels,
@@ -130,9 +135,14 @@ def raise_for_failures(outcome: ValidationOutcome) -> None:
 
 
 def _examples_frame(
-    splits: dict[str, pd.DataFrame], task: str, max_length: int, counter: TokenCounter
+    splits: dict[str, pd.DataFrame],
+    task: str,
+    max_length: int,
+    counter: TokenCounter,
+    char_limits: tuple[int, int] = (1, 4000),
 ) -> pd.DataFrame:
-    """All splits stacked with the derived columns the cross-row expectations read."""
+    """All splits stacked with the derived columns the cross-row expectations read;
+    ``char_limits`` (data.checks.min_chars, max_chars) bound each chat turn."""
     parts = []
     for split_name, frame in splits.items():
         present = [c for c in columns_for(task, frame) if c in frame.columns]
@@ -157,19 +167,35 @@ def _examples_frame(
         chosen = stacked["chosen"].map(normalise_key)
         rejected = stacked["rejected"].map(normalise_key)
         stacked[SAME_PAIR] = ((chosen == rejected) & (chosen != "")).astype(bool)
-    texts = [c for c in text_columns(task, stacked) if c in stacked.columns]
-    joined = (
-        stacked[texts].apply(_join, axis=1)
-        if texts and len(stacked)
-        else pd.Series("", index=stacked.index, dtype=object)
-    )
-    stacked[TOKENS] = joined.map(counter.count).astype("int64")
+    if task == "chat":
+        _add_chat_columns(stacked, char_limits)
+    stacked[TOKENS] = counter.example_lengths(task, stacked).astype("int64")
     stacked[TOO_LONG] = (stacked[TOKENS] > max_length).astype("int64")
     mojibake = pd.Series(False, index=stacked.index, dtype=bool)
     for col in (c for c in columns_for(task, stacked) if c in stacked.columns):
         mojibake |= stacked[col].map(_mojibake).astype(bool)
     stacked[MOJIBAKE] = mojibake.astype("int64")
     return stacked
+
+
+def _add_chat_columns(stacked: pd.DataFrame, char_limits: tuple[int, int]) -> None:
+    """One boolean column per chat check (chat.inspect); True where the row passes."""
+    if chat.COLUMN not in stacked.columns:
+        return  # the column-exists expectation reports it
+    seen = [chat.inspect(v) for v in stacked[chat.COLUMN]]
+    passes = {
+        "chat_format": lambda i: not i.problem,
+        "chat_roles": lambda i: not i.unknown_roles,
+        "chat_empty": lambda i: not i.empty,
+        "chat_length": lambda i: not i.outside(*char_limits),
+        "chat_order": lambda i: not i.order,
+        "chat_assistant": lambda i: i.has_assistant,
+        "chat_ends": lambda i: i.ends_with_assistant,
+    }
+    for kind, derived in CHAT_CHECKS.items():
+        stacked[derived] = pd.Series(
+            [passes[kind](i) for i in seen], index=stacked.index, dtype=bool
+        )
 
 
 def _as_text(value: object) -> object:
@@ -181,10 +207,6 @@ def _as_text(value: object) -> object:
 
 def _mojibake(value: object) -> bool:
     return isinstance(value, str) and MOJIBAKE_PATTERN.search(value) is not None
-
-
-def _join(row: pd.Series) -> str:
-    return "\n".join(v for v in row if isinstance(v, str) and v)
 
 
 def _label_set(cfg: RunConfig, examples: pd.DataFrame) -> list[str] | None:
@@ -269,7 +291,8 @@ def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounte
             column="label",
             value_set=list(cfg.data.labels),
         )
-    for col in text_columns(task, examples):
+    # A chat cell is JSON: its turns are measured instead (a chat check below).
+    for col in text_columns(task, examples) if task != "chat" else []:
         if col not in present:
             continue
         # Blank texts are the blank check's; counting them here too would report them twice.
@@ -283,10 +306,13 @@ def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounte
             max_value=checks.max_chars,
             row_condition=Column(col) != "",
         )
+    if task == "chat":
+        _add_chat_expectations(add, present, gxe, checks)
+    key_words = {"classification": "text", "chat": "conversation"}.get(task, "prompt")
     add(
         gxe.ExpectColumnMeanToBeBetween,
         f"at most {checks.max_duplicate_rate:.1%} of rows repeat an earlier row "
-        f"({'normalised ' + ('text' if task == 'classification' else 'prompt')})",
+        f"(normalised {key_words})",
         f"at most {checks.max_duplicate_rate:.1%} of rows",
         "duplicates",
         column=REPEATS,
@@ -314,7 +340,7 @@ def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounte
     add(
         gxe.ExpectColumnMeanToBeBetween,
         f"at most {share:.1%} of examples are longer than {max_length} tokens "
-        f"(all text columns together, counted as {counter.label})",
+        f"({counter.framing(task)}, counted as {counter.label})",
         f"at most {share:.1%} of examples over model.max_length={max_length} tokens, "
         f"counted as {counter.label}",
         "too_long",
@@ -342,6 +368,56 @@ def _examples_suite(cfg: RunConfig, examples: pd.DataFrame, counter: TokenCounte
             "one row per example, all splits stacked, with derived columns."
         },
     )
+
+
+# What each chat check expects, in words: (check, threshold) by kind of check.
+_CHAT_EXPECTATIONS = {
+    "chat_format": (
+        "every conversation is a list of turns with a role and a text content",
+        "allowed: none malformed (OpenAI {role, content} or ShareGPT {from, value} turns)",
+    ),
+    "chat_roles": (
+        "every turn's role is system, user or assistant (after data.chat.roles)",
+        "allowed: system, user, assistant",
+    ),
+    "chat_empty": (
+        "no conversation is empty and no turn is empty or blank",
+        "allowed: none; every turn has visible text",
+    ),
+    "chat_order": (
+        "turns alternate user, assistant, user, ... after an optional first system turn",
+        "allowed: a system turn only first; no two user or assistant turns in a row",
+    ),
+    "chat_assistant": (
+        "every conversation has at least one assistant turn",
+        "at least 1 assistant turn per conversation",
+    ),
+    "chat_ends": (
+        "every conversation ends with an assistant turn",
+        "allowed: the last turn is the assistant's",
+    ),
+}
+
+
+def _add_chat_expectations(add, present: set[str], gxe, checks) -> None:
+    low, high = checks.min_chars, checks.max_chars
+    expected = _CHAT_EXPECTATIONS | {
+        "chat_length": (
+            f"each turn's text is {low} to {high} characters long",
+            f"{low} to {high} characters per turn (data.checks.min_chars, max_chars)",
+        )
+    }
+    for kind, column in CHAT_CHECKS.items():
+        if column in present:
+            check, threshold = expected[kind]
+            add(
+                gxe.ExpectColumnValuesToBeInSet,
+                check,
+                threshold,
+                kind,
+                column=column,
+                value_set=[True],
+            )
 
 
 def _classes_suite(cfg: RunConfig, splits: dict[str, pd.DataFrame]):

@@ -6,6 +6,11 @@ blank checks mean (a missing value or no visible character in a canonical column
 duplicate and leak keys are the gate's own (``schema.example_keys``), so what cleaning
 removes is exactly what the duplicate and leakage checks would have counted. With the
 policy off (the default) the splits pass through untouched.
+
+Chat data (one ``messages`` conversation per row): strip trims every turn's text,
+drop_empty drops conversations with no turns or with a turn that has no visible text,
+and duplicates and leaks compare whole conversations turn by turn. A row that is not a
+conversation at all is never dropped: the gate names it, to be fixed in the source.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from tunelab.config import CleanConfig
+from tunelab.data import chat
 from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, key_column
 
 REASONS = ("empty", "duplicate", "leaked")
@@ -134,8 +140,9 @@ def _drop_leaked(frames: dict[str, pd.DataFrame], task: str, record) -> pd.DataF
 def _strip(frame: pd.DataFrame, task: str) -> tuple[pd.DataFrame, int]:
     changed = 0
     out = frame
+    strip = chat.strip_cell if task == "chat" else _strip_text
     for col in (c for c in columns_for(task, frame) if c in frame.columns):
-        stripped = frame[col].map(lambda v: v.strip() if isinstance(v, str) else v)
+        stripped = frame[col].map(strip)
         diff = int((stripped.ne(frame[col]) & frame[col].map(lambda v: isinstance(v, str))).sum())
         if diff:
             out = out.copy() if out is frame else out
@@ -144,8 +151,15 @@ def _strip(frame: pd.DataFrame, task: str) -> tuple[pd.DataFrame, int]:
     return out, changed
 
 
+def _strip_text(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
 def _empty_columns(frame: pd.DataFrame, task: str) -> pd.Series:
-    """Per row, 'empty <columns>' naming what the gate's null/blank checks would fail."""
+    """Per row, 'empty <columns>' naming what the gate's null/blank checks would fail
+    (for chat also its empty-turn check: 'empty conversation', 'empty turns 2, 4')."""
+    if task == "chat" and chat.COLUMN in frame.columns:
+        return frame[chat.COLUMN].map(_empty_conversation).astype(object)
     parts = [
         frame[col].map(lambda v, c=col: c if _is_empty(v) else "")
         for col in columns_for(task, frame)
@@ -155,6 +169,18 @@ def _empty_columns(frame: pd.DataFrame, task: str) -> pd.Series:
         return pd.Series("", index=frame.index, dtype=object)
     named = pd.concat(parts, axis=1).apply(lambda r: ", ".join(v for v in r if v), axis=1)
     return named.map(lambda s: f"empty {s}" if s else "").astype(object)
+
+
+def _empty_conversation(value: object) -> str:
+    if _is_empty(value):
+        return f"empty {chat.COLUMN}"
+    found = chat.inspect(value)
+    if not found.empty:
+        return ""
+    if not found.roles:
+        return "empty conversation (no turns)"
+    numbers = ", ".join(str(n) for n in found.empty_turns)
+    return f"empty turn{'s' if len(found.empty_turns) > 1 else ''} {numbers}"
 
 
 def _is_empty(value: object) -> bool:
@@ -198,6 +224,8 @@ def _drop(frame, split, mask, reason, task, record, detail) -> pd.DataFrame:
         return frame
     column = key_column(task)
     texts = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
+    if task == "chat":
+        texts = texts.map(lambda v: chat.preview(v, TEXT_CHARS))
     rows = _source_rows(frame)
     for index in frame.index[mask.to_numpy()]:
         record.dropped.append(

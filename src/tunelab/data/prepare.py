@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tunelab.config import RunConfig
-from tunelab.data import checks, clean, report, sources, splits, versioning
+from tunelab.config import RunConfig, digest
+from tunelab.data import checks, clean, report, sources, splits, tokens, versioning
 from tunelab.data.check_messages import describe_failures
-from tunelab.data.tokens import TokenCounter, whitespace_counter
+from tunelab.data.tokens import TokenCounter
 from tunelab.errors import DataValidationError
 from tunelab.workspace import Workspace
 
@@ -52,6 +52,16 @@ class PreparedDataset:
         return self.validation.docs_path or None
 
     @property
+    def token_counter(self) -> str:
+        """What counted the tokens of the gate's length check and the report."""
+        return str(self.validation.results.get("token_counter", ""))
+
+    @property
+    def token_counter_fallback(self) -> str | None:
+        """Why the whitespace estimate stood in for the tokenizer asked for; None if not."""
+        return self.validation.results.get("token_counter_fallback")
+
+    @property
     def validation_summary(self) -> str:
         stats = self.validation.statistics
         return f"passed: {stats['successful']} of {stats['evaluated']} checks"
@@ -70,8 +80,15 @@ class PreparedDataset:
 
 
 def token_counter(cfg: RunConfig) -> TokenCounter:
-    """Tokens are whitespace-approximated until the model's tokenizer is wired in."""
-    return whitespace_counter()
+    """The tokenizer of data.tokenizer, else of model.name (tokens.for_config; cached per
+    process), or the whitespace estimate saying why."""
+    return tokens.for_config(cfg)
+
+
+def versioned_data_config(cfg: RunConfig) -> dict:
+    """The data section as a version records it: how the bytes were made. data.tokenizer
+    only changes how the gate counts, so it is left out (same bytes, same record)."""
+    return cfg.data.model_dump(mode="json", exclude={"tokenizer"})
 
 
 def label_set(cfg: RunConfig, frames: dict[str, pd.DataFrame]) -> list[str] | None:
@@ -112,13 +129,15 @@ def save_version(
     """Version validated splits; the gate must have passed."""
     checks.raise_for_failures(outcome)
     frames = cleaned.frames
+    data_config = versioned_data_config(cfg)
+    # What counted tokens is a property of the gate's run, kept in validation.json, not
+    # of the data: a version record is the same whichever tokenizer validated it.
     metadata = {
         "source": origin,
         "task": cfg.data.task,
         "labels": label_set(cfg, frames),
-        "data_config": cfg.data.model_dump(mode="json"),
-        "data_config_hash": cfg.section_hash("data"),
-        "token_counter": token_counter(cfg).label,
+        "data_config": data_config,
+        "data_config_hash": digest(data_config),
         "validation": outcome.statistics,
     }
     return versioning.save_version(
@@ -143,6 +162,13 @@ def write_report(
     workspace: Workspace,
 ) -> report.DataReport:
     stats = outcome.statistics
+    counter = token_counter(cfg)
+    warnings = list(outcome.warnings)
+    if counter.fallback:
+        warnings.append(
+            f"Token lengths are whitespace estimates: {counter.fallback}. Set data.tokenizer "
+            "to a model whose tokenizer loads here (or 'whitespace' to choose the estimate)."
+        )
     summary = (
         f"passed: {stats.get('successful', '?')} of {stats.get('evaluated', '?')} expectations"
         if outcome.success
@@ -154,12 +180,12 @@ def write_report(
         version.version,
         cleaned.frames,
         workspace,
-        token_counter=token_counter(cfg),
+        token_counter=counter,
         validation_summary=summary,
         docs_path=outcome.docs_path,
         seed=cfg.data.seed,
         cleaning=cleaned.cleaning,
-        warnings=outcome.warnings,
+        warnings=warnings,
     )
 
 
@@ -208,7 +234,8 @@ def bundled_configs() -> list[RunConfig]:
                     "task": info["task"],
                     "source": f"bundled:{name}",
                     "labels": info["labels"],
-                }
+                },
+                **({"model": info["model"]} if "model" in info else {}),
             },
             where=f"bundled:{name}",
         )

@@ -9,10 +9,15 @@ a ``split`` column) and returns its Markdown, its part of the summary and its pl
 Plots use matplotlib's object API (``Figure``, rendered by Agg), so no pyplot state or
 GUI backend is involved. Everything taken from the data (labels, texts, n-grams, column
 names) is escaped by ``markdown``, so a row's Markdown or HTML shows as text.
+
+Chat data is described per conversation: conversations per split, turns per
+conversation, lengths (tokens of the whole conversation as the gate counts them, through
+the chat template when the tokenizer has one) and example conversations turn by turn.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from tunelab import markdown as md
+from tunelab.data import chat
 from tunelab.data.clean import REASONS, CleaningRecord
 from tunelab.data.schema import SOURCE_ROW, columns_for, example_keys, text_columns
 from tunelab.data.tokens import TokenCounter, whitespace_counter
@@ -30,6 +36,9 @@ SPLIT_ORDER = ("train", "validation", "test")
 TOP_NGRAMS = 8
 EXAMPLES_PER_CLASS = 3
 EXAMPLE_ROWS = 5
+EXAMPLE_CONVERSATIONS = 2
+TURN_CHARS = 600  # of one turn shown in an example conversation
+CONVERSATION = "conversation"  # the report's name for a chat row's turns together
 CELL_CHARS = 200
 LISTED_DROPS = 1000  # dropped rows listed in the report; the version's cleaning.json has all
 _WORD = re.compile(r"\w+")
@@ -76,23 +85,34 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     names = _split_names(splits)
     stacked = _stack(splits, names, task)
-    texts = text_columns(task, stacked)
-    lengths = {col: _lengths(stacked[col], counter) for col in texts}
+    if task == "chat":
+        # The turns' texts stand for the JSON cell wherever words are counted.
+        texts = [CONVERSATION]
+        stacked[CONVERSATION] = stacked[chat.COLUMN].map(lambda v: "\n".join(chat.contents(v)))
+        lengths = {CONVERSATION: _conversation_lengths(stacked, counter)}
+    else:
+        texts = text_columns(task, stacked)
+        lengths = {col: _lengths(stacked[col], counter) for col in texts}
 
     sections = [_warnings_section(warnings)] if warnings else []
-    sections.append(_rows_section(stacked, names))
+    sections.append(_rows_section(stacked, names, "conversations" if task == "chat" else "rows"))
     if cleaning is not None:
         sections.append(_cleaning_section(cleaning))
     if task == "classification":
         sections.append(_labels_section(stacked, names, directory))
-    sections.append(_lengths_section(stacked, lengths, names, counter, directory))
+    if task == "chat":
+        sections.append(_turns_section(stacked, names, counter, directory))
+    sections.append(_lengths_section(stacked, lengths, names, counter, directory, task))
     if task == "preference":
         sections.append(_preference_section(lengths, directory))
     sections.append(_vocabulary_section(stacked, texts))
     sections.append(_duplicates_section(stacked, task, names))
     if task == "classification":
         sections.append(_ngrams_section(stacked))
-    sections.append(_examples_section(stacked, task, seed))
+    if task == "chat":
+        sections.append(_conversations_section(stacked, seed))
+    else:
+        sections.append(_examples_section(stacked, task, seed))
 
     summary = {"dataset": dataset, "version": version, "task": task, "token_counter": counter.label}
     for section in sections:
@@ -126,6 +146,19 @@ def _stack(splits: dict[str, pd.DataFrame], names: list[str], task: str) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
+def _conversation_lengths(stacked: pd.DataFrame, counter: TokenCounter) -> pd.DataFrame:
+    """Characters of a conversation's turns and its tokens as the gate counts them; NaN
+    where the cell is not a conversation."""
+    is_chat = stacked[chat.COLUMN].map(lambda v: chat.parse(v) is not None)
+    tokens = counter.example_lengths("chat", stacked[[chat.COLUMN]])
+    characters = stacked[CONVERSATION].str.len()
+    return pd.DataFrame(
+        {"characters": characters.where(is_chat), "tokens": tokens.where(is_chat)},
+        index=stacked.index,
+        dtype="float64",
+    )
+
+
 def _lengths(values: pd.Series, counter: TokenCounter) -> pd.DataFrame:
     """Characters and tokens per row; NaN where the cell is not text."""
     is_text = values.map(lambda v: isinstance(v, str))
@@ -157,14 +190,14 @@ def _header(dataset, version, task, rows, counter, validation_summary, docs_path
     return "\n".join(lines)
 
 
-def _rows_section(stacked: pd.DataFrame, names: list[str]) -> _Section:
-    """Rows and share of rows per split."""
+def _rows_section(stacked: pd.DataFrame, names: list[str], what: str = "rows") -> _Section:
+    """Rows (conversations, for chat) and their share per split."""
     counts = stacked[SPLIT].value_counts().reindex(names, fill_value=0)
     total = int(counts.sum())
     body = [[md.cell(name), f"{int(n):,}", _percent(n, total)] for name, n in counts.items()]
     body.append(["**total**", f"{total:,}", _percent(total, total)])
     rows = {name: int(n) for name, n in counts.items()} | {"total": total}
-    markdown = "## Rows per split\n\n" + md.table(["split", "rows", "share"], body)
+    markdown = f"## {what.capitalize()} per split\n\n" + md.table(["split", what, "share"], body)
     return _Section(markdown, {"rows": rows})
 
 
@@ -254,7 +287,7 @@ def _label_counts(stacked: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return counts.sort_index()
 
 
-def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
+def _lengths_section(stacked, lengths, names, counter, directory, task="") -> _Section:
     """Min/median/p95/max length per text column and non-empty split; a histogram each."""
     headers = [
         "column",
@@ -298,13 +331,14 @@ def _lengths_section(stacked, lengths, names, counter, directory) -> _Section:
     images = "\n\n".join(
         f"![Lengths of {p.stem.removeprefix('lengths-')}]({p.name})" for p in plots
     )
-    markdown = (
-        "## Lengths\n\n"
-        f"Characters, and tokens counted as {md.inline(counter.label)}.\n\n"
-        + md.table(headers, body)
-        + "\n\n"
-        + images
-    )
+    what = f"Characters, and tokens counted as {md.inline(counter.label)}."
+    if task == "chat":
+        what = (
+            "Per conversation: characters of its turns' texts, and tokens of "
+            f"{md.inline(counter.framing('chat'))} (counted as {md.inline(counter.label)}), "
+            "as the gate's length check counts them."
+        )
+    markdown = "## Lengths\n\n" + what + "\n\n" + md.table(headers, body) + "\n\n" + images
     return _Section(markdown, {"lengths": summary}, plots)
 
 
@@ -417,6 +451,8 @@ def _duplicates_section(stacked: pd.DataFrame, task: str, names: list[str]) -> _
 
 
 def _key_words(task: str) -> str:
+    if task == "chat":
+        return "conversation (every turn's role and text)"
     return "text (plus text_pair, if any)" if task == "classification" else "prompt"
 
 
@@ -502,6 +538,61 @@ def _examples_section(stacked: pd.DataFrame, task: str, seed: int) -> _Section:
     return _Section(markdown, {"examples_shown": len(picked)})
 
 
+def _turns_section(stacked: pd.DataFrame, names: list[str], counter, directory) -> _Section:
+    """Turns per conversation per split, system turns, and tokens per user/assistant turn."""
+    parsed = stacked[chat.COLUMN].map(chat.parse)
+    turns = parsed.map(lambda m: float(len(m)) if m is not None else math.nan)
+    system = parsed.map(lambda m: bool(m) and m[0]["role"] == "system")
+    body, summary = [], {}
+    for scope in [*names, "all"]:
+        rows = turns if scope == "all" else turns[stacked[SPLIT] == scope]
+        stats = _stats(rows)
+        in_scope = system if scope == "all" else system[stacked[SPLIT] == scope]
+        share = _ratio(in_scope.sum(), rows.notna().sum())
+        summary[scope] = {**stats, "with_system_turn": share}
+        if rows.notna().any():
+            body.append([md.cell(scope), *_stat_cells(stats), _percent(in_scope.sum(), len(rows))])
+    per_role = {}
+    for role in ("user", "assistant"):
+        texts = [m["content"] for ms in parsed.dropna() for m in ms if m["role"] == role]
+        per_role[role] = _stats(pd.Series([counter.count(t) for t in texts], dtype="float64"))
+    role_rows = [[md.cell(role), *_stat_cells(stats)] for role, stats in per_role.items()]
+    plot = _plot_turns(turns, stacked[SPLIT], names, directory / "turns.png")
+    markdown = (
+        "## Turns\n\n"
+        "Turns per conversation (a system turn counts as one), and the share of "
+        "conversations that open with a system turn.\n\n"
+        + md.table(["split", "turns min", "median", "p95", "max", "with a system turn"], body)
+        + "\n\nTokens per turn (the turn's text alone, without a template), counted as "
+        + f"{md.inline(counter.label)}.\n\n"
+        + md.table(["role", "tokens min", "median", "p95", "max"], role_rows)
+        + f"\n\n![Turns per conversation]({plot.name})"
+    )
+    return _Section(markdown, {"turns": summary, "turn_tokens": per_role}, [plot])
+
+
+def _conversations_section(stacked: pd.DataFrame, seed: int) -> _Section:
+    """A seeded sample of whole conversations, turn by turn."""
+    well_formed = stacked[stacked[chat.COLUMN].map(lambda v: chat.parse(v) is not None)]
+    picked = _sample(well_formed, EXAMPLE_CONVERSATIONS, seed)
+    parts = []
+    for number, (_, row) in enumerate(picked.iterrows(), 1):
+        lines = [
+            f"- **{md.inline(m['role'])}:** {md.inline(md.short(m['content'], TURN_CHARS))}"
+            for m in chat.parse(row[chat.COLUMN])
+        ]
+        parts.append(
+            f"### Conversation {number} ({md.inline(row[SPLIT])} split)\n\n" + "\n".join(lines)
+        )
+    body = "\n\n".join(parts) if parts else "_No well-formed conversation to show._"
+    markdown = (
+        "## Examples\n\n"
+        f"{len(picked)} conversations drawn with seed {seed}; turns cut at {TURN_CHARS} "
+        "characters.\n\n" + body
+    )
+    return _Section(markdown, {"examples_shown": len(picked)})
+
+
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.sample(n=min(n, len(frame)), random_state=seed).sort_index()
 
@@ -559,6 +650,24 @@ def _plot_lengths(column, frame, splits, names, counter, path: Path) -> Path:
         ax.set_xlabel(unit if unit == "characters" else md.short(counter.label, 48))
         ax.set_ylabel("rows")
     fig.suptitle(f"Length of '{column}'")
+    return md.save_figure(fig, path)
+
+
+def _plot_turns(turns: pd.Series, splits: pd.Series, names: list[str], path: Path) -> Path:
+    """Bars of conversations per number of turns, stacked by split."""
+    fig = md.figure(7.0, 3.8)
+    ax = fig.subplots()
+    groups = [(n, turns[splits == n].dropna()) for n in names]
+    kept = [(n, g) for n, g in groups if len(g)]
+    if kept:
+        low, high = int(min(g.min() for _, g in kept)), int(max(g.max() for _, g in kept))
+        bins = [b - 0.5 for b in range(low, high + 2)]
+        ax.hist([g for _, g in kept], bins=bins, stacked=True, label=[n for n, _ in kept])
+        ax.set_xticks(range(low, high + 1))
+        ax.legend()
+    ax.set_xlabel("turns per conversation")
+    ax.set_ylabel("conversations")
+    ax.set_title("Turns per conversation")
     return md.save_figure(fig, path)
 
 

@@ -7,12 +7,14 @@ import unicodedata
 
 import pandas as pd
 
+from tunelab.data import chat
 from tunelab.errors import DataSchemaError, DataValidationError
 
 # Required columns first; optional ones (text_pair) may be absent.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "classification": ("text", "label"),
     "generation": ("prompt", "response"),
+    "chat": (chat.COLUMN,),
     "preference": ("prompt", "chosen", "rejected"),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {"classification": ("text_pair",)}
@@ -36,7 +38,7 @@ def text_columns(task: str, frame: pd.DataFrame | None = None) -> list[str]:
 
 def key_column(task: str) -> str:
     """The column whose normalised text identifies an example for duplicate/leakage checks."""
-    return "text" if task == "classification" else "prompt"
+    return {"classification": "text", "chat": chat.COLUMN}.get(task, "prompt")
 
 
 def normalise_text(value: object) -> object:
@@ -54,7 +56,10 @@ def normalise_key(value: object) -> str:
 
 
 def example_keys(frame: pd.DataFrame, task: str) -> pd.Series:
-    """Normalised identity of each row (text plus text_pair for sentence-pair tasks)."""
+    """Normalised identity of each row (text plus text_pair for sentence-pair tasks; the
+    whole conversation, turn by turn, for chat)."""
+    if task == "chat":
+        return frame[chat.COLUMN].map(chat.conversation_key).astype(object)
     keys = frame[key_column(task)].map(normalise_key)
     if task == "classification" and "text_pair" in frame.columns:
         keys = keys + " \x1f " + frame["text_pair"].map(normalise_key)
@@ -67,11 +72,14 @@ def to_canonical(
     columns: dict[str, str],
     where: str,
     split_columns: dict[str, str] | None = None,
+    chat_format: str = "auto",
+    chat_roles: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rename mapped columns, check the required ones exist, keep only canonical columns.
 
     ``split_columns`` are this split's own renames (data.split_columns), applied before
-    ``columns``. ``where`` names the file or split for error messages.
+    ``columns``. ``where`` names the file or split for error messages. Chat cells become
+    canonical JSON text (``chat.canonical_cell`` with data.chat's format and roles).
     """
     renames = column_renames(list(frame.columns), columns, split_columns or {}, where)
     out = frame.rename(columns=renames)
@@ -80,17 +88,31 @@ def to_canonical(
         raise DataSchemaError(
             f"{where}: missing required column(s) {missing} for a {task} dataset "
             f"(found {list(frame.columns)}). Rename them in the file or map them in the "
-            f"config, e.g. data.columns: {{{frame.columns[0] if len(frame.columns) else 'src'}: "
-            f"{missing[0]}}}."
+            f"config, e.g. data.columns: {{{_likely_source(task, out)}: {missing[0]}}}."
         )
     keep = columns_for(task, out)
     result = out[keep].copy()
+    if task == "chat":
+        result[chat.COLUMN] = (
+            result[chat.COLUMN].map(lambda v: chat.canonical_cell(v, chat_format, chat_roles))
+        ).astype(object)
+        result[SOURCE_ROW] = range(1, len(result) + 1)
+        return result
     for col in keep:
         # Labels are strings (ints from the hub become "0", "1"); nulls stay null for the gate.
         result[col] = result[col].map(lambda v: v if _is_null(v) else str(v)).astype(object)
         result[col] = result[col].map(normalise_text)
     result[SOURCE_ROW] = range(1, len(result) + 1)
     return result
+
+
+def _likely_source(task: str, frame: pd.DataFrame) -> str:
+    """The column a missing canonical one most likely is, for the error's example."""
+    if task == "chat":
+        for name in ("conversations", "conversation", "dialog", "chat", "turns"):
+            if name in frame.columns:
+                return name
+    return str(frame.columns[0]) if len(frame.columns) else "src"
 
 
 def column_renames(

@@ -36,6 +36,15 @@ BUNDLED: dict[str, dict] = {
         "labels": None,
         "about": "prompt / response pairs: short summaries and short instructions",
     },
+    "chat": {
+        "task": "chat",
+        "labels": None,
+        "about": "multi-turn conversations (OpenAI messages) with a concise assistant for "
+        "everyday practical questions",
+        # What `tunelab data prepare` with no config uses besides the data section:
+        # conversations run longer than one prompt and response.
+        "model": {"max_length": 512},
+    },
 }
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
@@ -78,6 +87,8 @@ def ingest(cfg: DataConfig) -> RawDataset:
             cfg.columns,
             where=f"{raw.origin} [{split}]",
             split_columns=cfg.split_columns.get(split),
+            chat_format=cfg.chat.format,
+            chat_roles=cfg.chat.roles,
         )
         for split, frame in raw.frames.items()
     }

@@ -122,6 +122,10 @@ def implicit_baseline(card: Scorecard, table: pd.DataFrame) -> Reference | None:
         base = table.copy()
         base["prediction"] = base["prompt"]
         label = "echo the prompt (built in)"
+    elif card.task == "chat" and "prompt" in table.columns:
+        base = table.copy()
+        base["prediction"] = [_last_user_turn(text) for text in base["prompt"]]
+        label = "echo the last user turn (built in)"
     elif card.task == "preference" and "reward_margin" in table.columns:
         # Before training the policy is the reference: every implicit reward is 0, every
         # pair a tie (half a win).
@@ -308,3 +312,11 @@ def _reason(d: Decision, better: bool, significant: bool, failed_limits: list[st
     if failed_limits:
         why.append("limits exceeded: " + ", ".join(failed_limits))
     return f"{head} Not promoted: {'; '.join(why)}."
+
+
+def _last_user_turn(conversation: str) -> str:
+    """The text of the last user message of a JSON conversation ("" when there is none)."""
+    from tunelab.data import chat
+
+    users = [m["content"] for m in chat.loads(conversation) if m["role"] == "user"]
+    return users[-1] if users else ""

@@ -16,6 +16,8 @@ from tunelab.scorecard import Scorecard
 INTENDED_USE = {
     "classification": "Labels a short text with one of: {labels}.",
     "generation": "Answers an instruction or prompt with generated text.",
+    "chat": "Answers the next assistant turn of a conversation (system, user and assistant "
+    "messages) through its chat template.",
     "preference": "Generates answers tuned towards the preferred responses of a "
     "preference dataset (chosen over rejected).",
 }

@@ -1,6 +1,10 @@
 """Predict with a registered model: ``NAME@ALIAS`` (or ``NAME/VERSION``), resolved in the
 registry and loaded by tunelab's own loaders (``packaging.load_registered``), which read
-the model's files as data: no code stored with the model runs. What `tunelab predict` runs."""
+the model's files as data: no code stored with the model runs. What `tunelab predict` runs.
+
+Merged models and adapter packages alike; a chat model takes a user message or a JSON
+conversation (a list of {"role", "content"} messages, as text) per input and answers with
+the next assistant turn."""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from tunelab.lifecycle.tracking import Tracking, call
 
 REFERENCE = re.compile(r"^(?P<name>[^@/\s]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 # The columns of a user's input file looked for, in order: the dataset schema's input
-# columns (text, prompt) before "input". Unlike runs.INPUT_COLUMNS (prediction tables).
-FILE_COLUMNS = ("text", "prompt", "input")
+# columns (text, prompt, a chat dataset's messages: JSON conversations) before "input".
+# Unlike runs.INPUT_COLUMNS (prediction tables).
+FILE_COLUMNS = ("text", "prompt", "messages", "input")
 
 
 def parse(reference: str) -> tuple[str, str | None, str | None]:

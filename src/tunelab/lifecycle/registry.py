@@ -29,7 +29,12 @@ from tunelab.runs import TrainResult
 from tunelab.scorecard import Scorecard
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-ROLE = {"classification": "classifier", "generation": "generator", "preference": "policy"}
+ROLE = {
+    "classification": "classifier",
+    "generation": "generator",
+    "chat": "assistant",
+    "preference": "policy",
+}
 # Where a version is in its registration (one version tag, so one write changes it):
 # pending -> moving (with the intended moves) -> done; "abandoned" (never judged) and
 # "superseded" (its moves were overtaken) are doctor's verdicts on ones that stopped.

@@ -3,11 +3,12 @@
 Anyone who can write the artifact store (or a run folder) controls these files, so
 nothing here unpickles. The TF-IDF pipeline is read with skops, and only when every type
 its file names is on :data:`SKLEARN_TYPES` (skops alone trusts every scikit-learn
-estimator); language models are read from safetensors with remote code off. A file that
-does not pass raises :class:`UntrustedModelError`, which says what file, what was found
-and what to do.
+estimator); language models are read from safetensors with remote code off, and so are
+peft adapters, applied to a base model that tunelab resolves itself (``tunelab.models``)
+and checks against the weights id recorded with the adapter. A file that does not pass
+raises :class:`UntrustedModelError`, which says what file, what was found and what to do.
 
-skops, sklearn and transformers are imported inside functions: packaging imports this.
+skops, sklearn, transformers and peft are imported inside functions: packaging imports this.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ MODEL_CLASSES = {  # transformers pipeline task -> the Auto class that loads its
     "text-generation": "AutoModelForCausalLM",
     "text2text-generation": "AutoModelForSeq2SeqLM",
 }
+# The files of a peft adapter folder (its tokenizer files lie next to them).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RETRAIN = (
     "If you did not change it yourself, someone who can write the model store or run "
     "folder may have: do not load it anywhere. Retrain the model (`tunelab train CONFIG`) "
@@ -56,6 +60,10 @@ RETRAIN = (
 
 class UntrustedModelError(ModelError):
     """A model file could run code when loaded, or is not what tunelab saved."""
+
+
+class BaseModelChangedError(ModelError):
+    """An adapter's base model no longer has the weights the adapter was trained on."""
 
 
 # ---------------------------------------------------------------- scikit-learn (skops)
@@ -190,3 +198,114 @@ def inside(folder: Path, relative: str | None, shown: str) -> Path:
             f"{shown}: its MLmodel points at {relative}, outside the model. {RETRAIN}"
         )
     return path
+
+
+# ---------------------------------------------------------------- peft adapters (safetensors)
+
+
+def check_adapter(folder: Path, shown: str | None = None) -> None:
+    """Refuse an adapter folder with pickle-based files or without safetensors weights."""
+    shown = shown or str(folder)
+    if not folder.is_dir():
+        raise UntrustedModelError(f"{shown} has no adapter folder {folder.name}. {RETRAIN}")
+    _refuse_pickles(folder, shown)
+    missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / n).is_file()]
+    if missing:
+        raise UntrustedModelError(
+            f"{shown} has no {' or '.join(missing)} in its adapter folder: tunelab loads "
+            f"adapters only from peft's safetensors files. {RETRAIN}"
+        )
+
+
+def resolve_base(base: dict, shown: str):
+    """The base model an adapter package names, resolved through ``tunelab.models`` (never
+    from peft's ``base_model_name_or_path``: a folder of the training machine) and checked
+    against the weights id recorded when the adapter was packaged."""
+    from tunelab.models import resolution
+
+    reference, revision = base.get("model"), base.get("revision")
+    expected = base.get("weights_id")
+    if not reference or not expected:
+        raise UntrustedModelError(
+            f"{shown} is an adapter package without a complete base-model reference "
+            f"({base!r}). {RETRAIN}"
+        )
+    at = f" at revision {revision}" if revision else ""
+    found = resolution.weights_id(reference, revision)
+    if found.startswith("unresolved:"):
+        try:
+            resolution.resolve(reference, revision)
+        except ModelError as exc:
+            raise ModelError(
+                f"{shown} is an adapter for the base model '{reference}'{at}, which cannot be "
+                f"loaded here: {exc}"
+            ) from None
+    if found != expected:
+        raise BaseModelChangedError(
+            f"{shown} is an adapter for the base model '{reference}'{at}, and the base model "
+            f"changed since training (its weights were {expected}, they are {found} here): "
+            "the adapter would be applied to other weights. Retrain it on the current base "
+            "model, or use the merged package (registry.package=merged)."
+        )
+    return resolution.resolve(reference, revision)
+
+
+def load_adapter_pipeline(
+    adapter_dir: Path,
+    task: str,
+    base: dict,
+    labels: list[str] | None = None,
+    shown: str | None = None,
+):
+    """A transformers pipeline (CPU) of a peft adapter applied to its base model.
+
+    The base is resolved by :func:`resolve_base` and read from safetensors in fp32, as
+    training loaded it; LoRA and IA3 adapters are then merged into it (the merged package's
+    weights, computed the same way), prefix and prompt tuning stay a peft model. The
+    tokenizer is the one saved with the adapter. ``labels`` (classifiers) name the head's
+    outputs in order.
+    """
+    shown = shown or str(adapter_dir)
+    if task not in MODEL_CLASSES:
+        raise UntrustedModelError(
+            f"{shown} is a '{task}' model; tunelab serves only {', '.join(MODEL_CLASSES)}."
+        )
+    check_adapter(adapter_dir, shown)
+    resolved = resolve_base(base, shown)
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        str(adapter_dir), trust_remote_code=False
+    )
+    head = {}
+    if labels:
+        head = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    auto = getattr(transformers, MODEL_CLASSES[task])
+    try:
+        model = auto.from_pretrained(
+            str(resolved.path),
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
+            **head,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"{shown}: its base model '{resolved.reference}' ({resolved.path}) could not be "
+            f"loaded from safetensors: {str(exc)[:300]}"
+        ) from None
+    # Training set these (decoders find a row's last token through the pad id).
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    if not model.peft_config["default"].is_prompt_learning:
+        model = model.merge_and_unload()
+    model.eval()
+    return transformers.pipeline(task, model=model, tokenizer=tokenizer, device="cpu")

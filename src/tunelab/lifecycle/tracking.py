@@ -34,9 +34,11 @@ from tunelab.runs import (
     RESULT_FILE,
     SCORECARD_FILE,
     TrainResult,
+    method_label,
+    model_label,
     run_name,
 )
-from tunelab.scorecard import Scorecard
+from tunelab.scorecard import Scorecard, primary_metric
 from tunelab.train.common import last_checkpoint, library_versions
 from tunelab.workspace import Workspace
 
@@ -54,6 +56,9 @@ HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+FAILURE_TAG = f"{TAG}failure"  # why tunelab ended a run FAILED or KILLED (also its note)
 
 
 @dataclass(frozen=True)
@@ -229,36 +234,62 @@ def code_location() -> Path:
     return Path(__file__).resolve().parent
 
 
+def training_tags(
+    cfg: RunConfig,
+    data_version: str | None,
+    run_dir_name: str,
+    extra: dict[str, str] | None = None,
+    versions: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The lineage tags known before training: what log_run sets, less what only the
+    trained and evaluated run can tell (device, test split, evaluation)."""
+    commit, dirty = git_state(code_location())
+    tags = {
+        f"{TAG}dataset": cfg.data.name,
+        f"{TAG}task": cfg.data.task,
+        f"{TAG}method": method_label(cfg),
+        f"{TAG}role": "baseline" if cfg.train.method == "baseline" else "candidate",
+        f"{TAG}data_version": data_version or "unrecorded",
+        f"{TAG}config_hash": cfg.config_hash(),
+        f"{TAG}seed": str(cfg.train.seed),
+        f"{TAG}primary_metric": primary_metric(cfg),
+        f"{TAG}run_dir": run_dir_name,
+        f"{TAG}git_commit": commit or "unknown",
+        f"{TAG}git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+    }
+    if model_label(cfg) != "sklearn":
+        tags[f"{TAG}model"] = cfg.model.name
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    for name, version in (versions or library_versions()).items():
+        tags[f"{TAG}version.{name}"] = version
+    for key, value in (extra or {}).items():
+        tags[key] = str(value)
+    return {k: redact(v, k) for k, v in tags.items()}
+
+
 def lineage_tags(
     cfg: RunConfig,
     result: TrainResult,
     card: Scorecard,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    commit, dirty = git_state(code_location())
-    tags = {
-        f"{TAG}dataset": result.dataset,
-        f"{TAG}task": result.task,
-        f"{TAG}method": card.method,
-        f"{TAG}role": card.role,
-        f"{TAG}model": result.model,
-        f"{TAG}data_version": result.data_version or "unrecorded",
-        f"{TAG}test_split": card.test_split or "unrecorded",
-        f"{TAG}config_hash": cfg.config_hash(),
-        f"{TAG}seed": str(cfg.train.seed),
-        f"{TAG}device": f"{result.device} ({result.precision})",
-        f"{TAG}primary_metric": card.primary_metric,
-        f"{TAG}evaluation": card.status,
-        f"{TAG}run_dir": Path(result.output_dir).name,
-        f"{TAG}git_commit": commit or "unknown",
-        f"{TAG}git_dirty": "unknown" if dirty is None else str(dirty).lower(),
-    }
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    for name, version in (result.versions or library_versions()).items():
-        tags[f"{TAG}version.{name}"] = version
-    for key, value in (extra or {}).items():
-        tags[key] = str(value)
+    run_dir_name = Path(result.output_dir).name
+    tags = training_tags(cfg, result.data_version, run_dir_name, extra, result.versions)
+    tags.update(
+        {
+            f"{TAG}dataset": result.dataset,
+            f"{TAG}task": result.task,
+            f"{TAG}method": card.method,
+            f"{TAG}role": card.role,
+            f"{TAG}model": result.model,
+            f"{TAG}test_split": card.test_split or "unrecorded",
+            f"{TAG}device": f"{result.device} ({result.precision})",
+            f"{TAG}primary_metric": card.primary_metric,
+            f"{TAG}evaluation": card.status,
+        }
+    )
+    tags.update({k: str(v) for k, v in (extra or {}).items()})  # the caller's word wins
     return {k: redact(v, k) for k, v in tags.items()}
 
 
@@ -326,31 +357,42 @@ def log_run(
     parent_run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> TrackedRun:
-    """One MLflow run for a trained and evaluated method: params, metrics, curves,
-    artifacts, dataset inputs, lineage tags and (when it has one) its servable model."""
+    """The MLflow run of a trained and evaluated method: params, metrics, curves,
+    artifacts, dataset inputs, lineage tags and (when it has one) its servable model.
+
+    A run followed live while it trained (``result.mlflow_run_id``, see
+    tunelab.lifecycle.live) takes them and is ended; otherwise a new run is created."""
     import mlflow
 
     experiment_id = experiment_for(tracking, result.dataset)
     tags = lineage_tags(cfg, result, card, extra_tags)
+    live = live_run_for(tracking, result, experiment_id, tags)
+    live_id = live.info.run_id if live else None
+    if live:
+        clear_failure(mlflow_client(), live)  # an earlier attempt's, now superseded
+        if parent_run_id:  # a resumed run belongs to the pipeline run that finished it
+            tags[PARENT_TAG] = parent_run_id
+        where = {"run_id": live_id, "log_system_metrics": False}
+    else:
+        where = {
+            "experiment_id": experiment_id,
+            "run_name": run_name(cfg, result.data_version),
+            "parent_run_id": parent_run_id,
+            "nested": parent_run_id is not None,
+        }
 
     def write() -> TrackedRun:
-        with mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=run_name(cfg, result.data_version),
-            parent_run_id=parent_run_id,
-            nested=parent_run_id is not None,
-            tags=tags,
-        ) as run:
+        with mlflow.start_run(**where, tags=tags) as run:
             _log_params(cfg)
-            _log_metrics(result, card)
+            _log_metrics(result, card, live=live_id is not None)
             _log_artifacts(result, card, workspace)
             _log_inputs(result, workspace)
-            logged = packaging.log_model(result, card) if card.ok and card.servable else None
+            logged = packaging.log_model(result, card, cfg) if card.ok and card.servable else None
             model_uri = logged.model_uri if logged else None
             if model_uri:
                 mlflow.set_tag(f"{TAG}model_uri", model_uri)
             if not card.ok:
-                mlflow.set_tag("mlflow.note.content", redact(f"Evaluation failed: {card.error}"))
+                mlflow.set_tag(NOTE_TAG, redact(f"Evaluation failed: {card.error}"))
             info = run.info
         return TrackedRun(
             info.run_id,
@@ -361,6 +403,41 @@ def log_run(
         )
 
     return call(tracking, f"log the {card.method} run", write, attempts=1)
+
+
+def live_run_for(tracking: Tracking, result: TrainResult, experiment_id: str, tags: dict[str, str]):
+    """The run that followed this result's training live, if it may take its results:
+    it still exists in this store and experiment, is not ended FINISHED (an earlier
+    registration's, e.g. under another registry config), and no other registration key
+    claimed it (a failed attempt of the same registration is taken over)."""
+    from mlflow.exceptions import MlflowException
+
+    from tunelab.lifecycle.registry import KEY_TAG
+
+    if not result.mlflow_run_id:
+        return None
+    client = mlflow_client()
+    try:
+        run = call(tracking, "look up the live run", lambda: client.get_run(result.mlflow_run_id))
+    except MlflowException:  # not in this store (another tracking target, or deleted)
+        return None
+    info = run.info
+    if (
+        info.experiment_id != experiment_id
+        or info.lifecycle_stage != "active"
+        or info.status == "FINISHED"
+        or run.data.tags.get(KEY_TAG, tags.get(KEY_TAG)) != tags.get(KEY_TAG)
+    ):
+        return None
+    return run
+
+
+def clear_failure(client, run) -> None:
+    """Remove the failure tunelab noted on a run (and its note) that goes on after all."""
+    if FAILURE_TAG in run.data.tags:
+        for key in (FAILURE_TAG, NOTE_TAG):
+            if key in run.data.tags:
+                client.delete_tag(run.info.run_id, key)
 
 
 def _log_params(cfg: RunConfig) -> None:
@@ -396,8 +473,18 @@ def _metric_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key)
 
 
-def _log_metrics(result: TrainResult, card: Scorecard) -> None:
-    """Final metrics, the primary metric's interval, costs, and the step-wise curves."""
+def curve_name(key: str) -> str:
+    """The MLflow metric of a Trainer log key: loss and eval_loss by what they measure,
+    the others (learning_rate, grad_norm, rewards/chosen, ...) under curve/ as named."""
+    name = {"loss": "curve/train_loss", "eval_loss": "curve/validation_loss"}.get(
+        key, f"curve/{key}"
+    )
+    return _metric_key(name)
+
+
+def _log_metrics(result: TrainResult, card: Scorecard, live: bool = False) -> None:
+    """Final metrics, the primary metric's interval, costs, and the step-wise curves
+    (for a live run only the points it has not received yet)."""
     import mlflow
     from mlflow.entities import Metric
 
@@ -408,18 +495,19 @@ def _log_metrics(result: TrainResult, card: Scorecard) -> None:
         metrics[f"test_{card.primary_metric}_ci_low"] = card.ci_low
         metrics[f"test_{card.primary_metric}_ci_high"] = card.ci_high
     mlflow.log_metrics(_numeric(metrics))
+    run_id, client = mlflow.active_run().info.run_id, mlflow_client()
     now = int(time.time() * 1000)
-    curve = []
+    curve, present = [], {}
     for row in result.history:
         step = int(row.get("step") or 0)
         for key, value in row.items():
             if key in ("step", "epoch") or not isinstance(value, int | float):
                 continue
-            name = {"loss": "curve/train_loss", "eval_loss": "curve/validation_loss"}.get(
-                key, f"curve/{key}"
-            )
-            curve.append(Metric(_metric_key(name), float(value), now, step))
-    run_id, client = mlflow.active_run().info.run_id, mlflow_client()
+            name = curve_name(key)
+            if live and name not in present:
+                present[name] = {m.step for m in client.get_metric_history(run_id, name)}
+            if step not in present.get(name, ()):
+                curve.append(Metric(name, float(value), now, step))
     for start in range(0, len(curve), 900):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=curve[start : start + 900])
 

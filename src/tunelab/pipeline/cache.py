@@ -24,7 +24,9 @@ def train_key(cfg: RunConfig, data_version: str, code: str) -> str:
 
 
 def evaluate_key(train: str, cfg: RunConfig) -> str:
-    return step_key("evaluate", train, cfg.model_dump(mode="json")["eval"])
+    # The serving costs measured with the scorecard are those of the package registered.
+    raw = cfg.model_dump(mode="json")
+    return step_key("evaluate", train, raw["eval"], raw["registry"]["package"])
 
 
 def register_key(evaluate: str, cfg: RunConfig, tracking_uri: str) -> str:

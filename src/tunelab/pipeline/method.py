@@ -36,16 +36,50 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- the steps
 
 
-def train_step(cfg: RunConfig, workdir: str, data_version: str) -> Trained:
-    """Train on the splits of the workspace's current (just validated) data version."""
+def train_step(
+    cfg: RunConfig,
+    workdir: str,
+    data_version: str,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> Trained:
+    """Train on the splits of the workspace's current (just validated) data version,
+    followed live in its MLflow run when a tracking URI is given."""
     from tunelab.data import versioning
-    from tunelab.train import train
 
     started = time.perf_counter()
     workspace = Workspace.resolve(workdir)
+    target = tracking.setup(workspace, tracking_uri) if tracking_uri else None
     data = versioning.load_splits(cfg.data.name, workspace)
-    result = train(cfg, data, workspace, data_version=data_version)
+    result = train_tracked(cfg, data, workspace, data_version, target, parent_run_id, extra_tags)
     return Trained(result.output_dir, time.perf_counter() - started)
+
+
+def train_tracked(
+    cfg: RunConfig,
+    data,
+    workspace: Workspace,
+    data_version: str | None,
+    target: tracking.Tracking | None = None,
+    parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """tunelab.train.train; with a tracking target, a Trainer's run is followed live in
+    its MLflow run (tunelab.lifecycle.live), whose id the result keeps."""
+    from tunelab.lifecycle import live
+    from tunelab.runs import run_dir
+    from tunelab.train import train
+
+    if target is None or not live.follows(cfg):
+        return train(cfg, data, workspace, data_version=data_version)
+    folder = run_dir(cfg, workspace, data_version)
+    folder.mkdir(parents=True, exist_ok=True)
+    with live.tracked(cfg, target, folder, data_version, parent_run_id, extra_tags) as run:
+        result = train(cfg, data, workspace, data_version=data_version, output_dir=folder)
+    result.mlflow_run_id = run.run_id
+    result.save()
+    return result
 
 
 def evaluate(cfg: RunConfig, result: TrainResult, workspace: Workspace) -> Scorecard:
@@ -53,7 +87,7 @@ def evaluate(cfg: RunConfig, result: TrainResult, workspace: Workspace) -> Score
     majority baseline comes from the training split's labels."""
     card = scorecard.evaluate_run(result, cfg, workspace, _train_labels(result, workspace))
     if card.ok:
-        packaging.measure_serving_costs(card, result)
+        packaging.measure_serving_costs(card, result, cfg=cfg)
     return card
 
 
@@ -166,26 +200,29 @@ def train_and_register(cfg: RunConfig, workspace: Workspace) -> Outcome:
     fails the command before any training time is spent."""
     with workspace.lock():  # one writer per workspace (re-entrant: the CLI holds it too)
         target = tracking.setup(workspace, cfg.registry.tracking_uri)
-        result = train_from_config(cfg, workspace)
+        result = train_from_config(cfg, workspace, target)
         card = evaluate(cfg, result, workspace)
         return Outcome(result, card, track_and_register(cfg, result, card, workspace, target))
 
 
-def train_from_config(cfg: RunConfig, workspace: Workspace | None = None) -> TrainResult:
-    """Prepare the data (the validation gate), then train.
+def train_from_config(
+    cfg: RunConfig, workspace: Workspace | None = None, target: tracking.Tracking | None = None
+) -> TrainResult:
+    """Prepare the data (the validation gate), then train (followed live in MLflow when a
+    tracking target is given).
 
     Preparing unchanged data is cheap and rewrites nothing; it guarantees the splits
     trained on are the validated ones the config describes.
     """
     from tunelab.data import versioning
     from tunelab.data.prepare import prepare_dataset
-    from tunelab.train import check_method, train
+    from tunelab.train import check_method
 
     check_method(cfg)
     workspace = (workspace or Workspace.resolve()).ensure()
     prepared = prepare_dataset(cfg, workspace)
     data = versioning.load_splits(cfg.data.name, workspace)
-    return train(cfg, data, workspace, data_version=prepared.version.version)
+    return train_tracked(cfg, data, workspace, prepared.version.version, target)
 
 
 # ---------------------------------------------------------------- one method of a plan
@@ -242,33 +279,31 @@ def run_method(
     version = context.data_versions[spec.dataset]
     keys = StepKeys.of(cfg, version, context.code, context.tracking_uri)
     root = context.workdir
+    # Where the run is tracked: the train step opens it (live), the register step ends it.
+    where = (context.tracking_uri, context.parents.get(spec.dataset), context.tags)
     trained = _run(
-        record, run_step, StepCall("train", spec.label, keys.train, (cfg, root, version))
+        record, run_step, StepCall("train", spec.label, keys.train, (cfg, root, version, *where))
     )
     if trained is None:
         return record
     record.run_dir = trained.run_dir
     evaluate_call = StepCall("evaluate", spec.label, keys.evaluate, (cfg, record.run_dir, root))
     evaluated = _run(record, run_step, evaluate_call)
-    if evaluated is None:
+    if evaluated is not None and evaluated.status != "ok":
+        record.fail("evaluate", evaluated.error or "the run could not be scored")
+    if not record.ok:
+        _end_unlogged(record, context)
         return record
-    if evaluated.status != "ok":
-        return record.fail("evaluate", evaluated.error or "the run could not be scored")
-    register = StepCall(
-        "register",
-        spec.label,
-        keys.register,
-        (
-            cfg,
-            record.run_dir,
-            root,
-            context.tracking_uri,
-            context.parents.get(spec.dataset),
-            context.tags,
-        ),
-    )
+    register = StepCall("register", spec.label, keys.register, (cfg, record.run_dir, root, *where))
     record.registration = _run(record, run_step, register)
     return record
+
+
+def _end_unlogged(record: MethodRecord, context: MethodContext) -> None:
+    """A trained run that will not be logged ends its live MLflow run FAILED."""
+    from tunelab.lifecycle import live
+
+    live.end_unlogged(record.run_dir, context.tracking_uri, record.error or "not evaluated")
 
 
 def _run(record: MethodRecord, run_step: StepRunner, call: StepCall):

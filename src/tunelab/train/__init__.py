@@ -2,7 +2,8 @@
 
 - baseline: majority class, TF-IDF + logistic regression (baseline.py), zero/few-shot
   prompting (prompting.py, through the LM engine in engine.py)
-- full: full fine-tuning with the transformers Trainer (finetune.py)
+- full: full fine-tuning with the transformers Trainer (finetune.py); decoders on
+  generation and chat data through trl's SFTTrainer (sft.py)
 - lora, prefix, prompt, ia3: PEFT adapters, with a verified merged model (adapters.py)
 - dpo: preference optimisation with trl (preference.py)
 """
@@ -16,21 +17,23 @@ import pandas as pd
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult, run_dir
-from tunelab.train.common import seed_everything
+from tunelab.train import quantization
+from tunelab.train.common import check_trainer_args, seed_everything
 from tunelab.workspace import Workspace
 
 ADAPTER_METHODS = ("lora", "prefix", "prompt", "ia3")
 # Which task types each method can train.
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "baseline": ("classification", "generation", "preference"),
-    "full": ("classification", "generation"),
-    **{m: ("classification", "generation") for m in ADAPTER_METHODS},
+    "baseline": ("classification", "generation", "chat", "preference"),
+    "full": ("classification", "generation", "chat"),
+    **{m: ("classification", "generation", "chat") for m in ADAPTER_METHODS},
     "dpo": ("preference",),
 }
 ADVICE = {
     "preference": "use train.method=dpo for preference data",
     "classification": "use baseline, full or an adapter method (lora, prefix, prompt, ia3)",
     "generation": "use baseline (prompting), full or an adapter method for generation data",
+    "chat": "use baseline (prompting), full or an adapter method (lora, ia3) for chat data",
 }
 
 
@@ -48,6 +51,8 @@ def check_method(cfg: RunConfig) -> None:
             f"train.baseline.kind={kind} needs classification data, but '{cfg.data.name}' is "
             f"{task} data. Use train.baseline.kind=prompt."
         )
+    check_trainer_args(cfg)
+    quantization.check(cfg)
 
 
 def check_splits(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> None:

@@ -27,7 +27,8 @@ import pandas as pd
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult
-from tunelab.train import common, features, finetune
+from tunelab.train import common, features, finetune, quantization
+from tunelab.train.engine import pad
 
 METHODS = ("lora", "prefix", "prompt", "ia3")
 MERGEABLE = ("lora", "ia3")
@@ -64,7 +65,14 @@ def train(
             # token through the pad id: pad on the left, the last position is always real.
             job.tokenizer.padding_side = "left"
             notes.append("Prompt tuning of a decoder classifier: batches are left-padded.")
-        model = wrap(job, finetune.load_model(job))
+        base = finetune.load_model(job)
+        if cfg.model.quantization:
+            base = quantization.prepare(base, cfg.train.gradient_checkpointing)
+            notes.append(
+                f"QLoRA: base loaded {cfg.model.quantization} (bitsandbytes), adapter trained "
+                "in the GPU's half precision."
+            )
+        model = wrap(job, base)
         trainable, total = model.get_nb_trainable_parameters()
         fitted = finetune.fit(job, model, output_dir, device)
         model = fitted.trainer.model
@@ -74,6 +82,13 @@ def train(
         job.tokenizer.save_pretrained(str(adapter_dir))
         merged = False
         if method in MERGEABLE and cfg.train.adapter.merge:
+            if cfg.model.quantization:
+                model = dequantized(job, model, adapter_dir, metrics)
+                notes.append(
+                    "The adapter was merged into the de-quantised base (full precision); "
+                    "qlora_dequantized_max_abs_diff is how far that model's logits are from "
+                    "the quantised one trained."
+                )
             metrics.update(merge_and_verify(job, model, output_dir / MERGED_DIR))
             merged = True
         elif method in MERGEABLE:
@@ -223,10 +238,14 @@ def linear_module_names(model) -> list[str]:
 
 
 def held_out_batch(job: features.Job) -> dict:
-    """The first rows of the test split (else validation, else train), collated."""
+    """The first rows of the test split (else validation, else train), collated (decoders
+    that generate: their prompts)."""
     split = next(s for s in ("test", "validation", "train") if job.has(s))
-    rows = job.features[split][:VERIFY_ROWS]
-    return features.collator(job)(rows)
+    if job.kind == "causal":
+        # The prompts, as inference reads them (the SFT collator may pack training rows).
+        ids, mask = pad(job.prompts[split][:VERIFY_ROWS], job.tokenizer.pad_token_id, "right")
+        return {"input_ids": ids, "attention_mask": mask}
+    return features.collator(job)(job.features[split][:VERIFY_ROWS])
 
 
 def logits_of(model, batch: dict):
@@ -278,6 +297,25 @@ def latency_ms(models: dict[str, Any], batch: dict, repeats: int = LATENCY_REPEA
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def dequantized(job: features.Job, model, adapter_dir: Path, metrics: dict[str, Any]):
+    """The saved adapter on the full-precision base: what a QLoRA adapter is merged into.
+
+    Records the largest logit difference to the quantised model that was trained
+    (quantisation error, not a merge error) as ``qlora_dequantized_max_abs_diff``.
+    """
+    from peft import PeftModel
+
+    batch = held_out_batch(job)
+    quantized_logits = logits_of(model, batch)
+    device = next(model.parameters()).device
+    del model
+    base = finetune.load_model(job, full_precision=True).to(device)
+    full = PeftModel.from_pretrained(base, str(adapter_dir))
+    diff = (logits_of(full, batch) - quantized_logits).abs().max().item()
+    metrics["qlora_dequantized_max_abs_diff"] = float(diff)
+    return full
+
+
 def merge_and_verify(job: features.Job, model, folder: Path) -> dict[str, Any]:
     """Merge the adapter into the base weights, save, reload and compare logits.
 
@@ -308,7 +346,7 @@ def merge_and_verify(job: features.Job, model, folder: Path) -> dict[str, Any]:
             "the adapter folder instead, or raise train.adapter.merge_atol if the gap is "
             "numerical noise."
         )
-    base = finetune.load_model(job).to(device)
+    base = finetune.load_model(job, full_precision=True).to(device)
     latency = latency_ms({"base": base, "merged": reloaded}, batch)
     return {
         "merge_max_abs_diff": float(diff),

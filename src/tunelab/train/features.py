@@ -4,9 +4,8 @@ run (full or adapter), with its tokenizer, features, prompts and batch builder.
 The task and the model family pick one of three kinds of job:
 
 - ``classification``: a sequence-classification head on an encoder or a decoder;
-- ``causal``: generation with a decoder, supervised fine-tuning with the loss on the
-  response tokens only (the chat template frames prompt and response when the
-  tokenizer has one, else ``prompt + "\\n" + response + eos``);
+- ``causal``: generation or chat with a decoder, supervised fine-tuning through trl's
+  SFTTrainer (sft.py: loss on the response, or on every assistant turn of a chat);
 - ``seq2seq``: generation with an encoder-decoder, prompt in, response as labels.
 
 transformers is imported inside functions: the CLI imports this package.
@@ -14,6 +13,7 @@ transformers is imported inside functions: the CLI imports this package.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import pandas as pd
 from tunelab import models
 from tunelab.config import RunConfig
 from tunelab.errors import ModelError, TrainingError
-from tunelab.train import common
+from tunelab.train import common, sft
 
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100
@@ -44,6 +44,10 @@ class Job:
     prompts: dict[str, list[list[int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     uses_chat_template: bool = False
+    # causal jobs: split -> trl rows and evaluation prompts; features come from trl.
+    sft_data: dict[str, sft.SftData] = field(default_factory=dict)
+    trl_chat_masks: bool = False  # trl masks assistant turns itself (see sft.py)
+    collate: Callable | None = None  # the trainer's own batch builder, once it exists
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -54,7 +58,8 @@ class Job:
         return self.resolved.family
 
     def has(self, split: str) -> bool:
-        return bool(self.features.get(split))
+        data = self.sft_data.get(split)
+        return bool(self.features.get(split)) or bool(data and data.rows)
 
 
 def job_kind(cfg: RunConfig, resolved: models.ResolvedModel) -> str:
@@ -76,6 +81,14 @@ def job_kind(cfg: RunConfig, resolved: models.ResolvedModel) -> str:
                 "tiny-llama, tiny-gpt2) or a seq2seq model (e.g. tiny-t5)."
             )
         return "causal" if family == "decoder" else "seq2seq"
+    if task == "chat":
+        if family != "decoder":
+            raise TrainingError(
+                f"model.name={name} is an {family} model; chat data with "
+                f"train.method={cfg.train.method} needs a decoder with a chat template "
+                "(e.g. smollm2-135m-instruct, tiny-llama)."
+            )
+        return "causal"
     raise TrainingError(
         f"train.method={cfg.train.method} cannot train {task} data; use train.method=dpo."
     )
@@ -102,8 +115,15 @@ def prepare(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> Job:
             job.features[split] = classification_features(job, frame)
     elif kind == "causal":
         job.uses_chat_template = common.has_chat_template(tokenizer)
+        if cfg.data.task == "chat" and not job.uses_chat_template:
+            raise TrainingError(
+                f"model.name={cfg.model.name} has no chat template, so its conversations "
+                "cannot be rendered. Use a chat model (e.g. smollm2-135m-instruct, tiny-llama)."
+            )
+        job.trl_chat_masks = cfg.data.task == "chat" and sft.uses_trl_chat_masks(tokenizer)
         for split, frame in frames.items():
-            job.features[split], job.prompts[split] = causal_features(job, frame, split)
+            job.sft_data[split] = sft.split_data(job, frame, split)
+            job.prompts[split] = job.sft_data[split].prompts
     else:
         for split, frame in frames.items():
             job.features[split], job.prompts[split] = seq2seq_features(job, frame, split)
@@ -111,7 +131,9 @@ def prepare(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> Job:
 
 
 def _require_columns(job: Job) -> None:
-    needed = ("text", "label") if job.kind == "classification" else ("prompt", "response")
+    needed = {"classification": ("text", "label"), "chat": ("messages",)}.get(
+        job.cfg.data.task, ("prompt", "response")
+    )
     for split, frame in job.frames.items():
         missing = [c for c in needed if c not in frame.columns]
         if missing:
@@ -169,58 +191,6 @@ def classification_features(job: Job, frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def render_chat(tokenizer, prompt: str, response: str) -> tuple[str, str]:
-    """(prompt text, response text) in the chat template: user=prompt, assistant=response.
-
-    The prompt text ends where the assistant's turn starts (the generation prompt), so
-    training sees exactly what generation will be fed.
-    """
-    user = [{"role": "user", "content": prompt}]
-    head = common.chat_prompt(tokenizer, user)
-    full = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": response}], tokenize=False
-    )
-    if not full.startswith(head):
-        raise TrainingError(
-            "The chat template of this tokenizer renders the user turn differently with and "
-            "without the assistant's answer, so the response tokens cannot be told apart from "
-            "the prompt. Use a model whose template appends the assistant turn."
-        )
-    return head, full[len(head) :]
-
-
-def causal_features(
-    job: Job, frame: pd.DataFrame, split: str
-) -> tuple[list[dict], list[list[int]]]:
-    """input_ids = prompt + response (+ eos); labels = -100 on the prompt, the response ids.
-
-    Prompts that leave no room for a response within model.max_length are an error.
-    """
-    tokenizer, max_length = job.tokenizer, job.cfg.model.max_length
-    prompts = [str(p) for p in frame["prompt"]]
-    responses = [str(r) for r in frame["response"]]
-    if job.uses_chat_template:
-        rendered = [render_chat(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-        heads = [h for h, _ in rendered]
-        tails = [t for _, t in rendered]
-    else:
-        heads = [f"{p}\n" for p in prompts]
-        tails = responses
-    common.check_prompt_lengths(tokenizer, heads, max_length, where=split)
-    # A chat template writes its own special tokens; plain text gets the tokenizer's (bos).
-    head_ids = tokenizer(heads, add_special_tokens=not job.uses_chat_template)["input_ids"]
-    tail_ids = tokenizer(tails, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    rows = []
-    for head, tail in zip(head_ids, tail_ids, strict=True):
-        if not job.uses_chat_template and eos is not None:
-            tail = [*tail, eos]
-        ids = (head + tail)[:max_length]
-        labels = ([IGNORE_INDEX] * len(head) + tail)[:max_length]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
-    return rows, [list(h) for h in head_ids]
-
-
 def seq2seq_features(
     job: Job, frame: pd.DataFrame, split: str
 ) -> tuple[list[dict], list[list[int]]]:
@@ -247,32 +217,14 @@ def seq2seq_features(
     return rows, [list(ids) for ids in inputs["input_ids"]]
 
 
-class CausalCollator:
-    """Pads input_ids (pad id), attention_mask (0) and labels (-100) on the right, to the
-    longest row."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        longest = max(len(r["input_ids"]) for r in rows)
-        batch: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
-        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-        for row in rows:
-            gap = longest - len(row["input_ids"])
-            for key, value in fill.items():
-                batch[key].append(list(row[key]) + [value] * gap)
-        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
-
-
 def collator(job: Job):
     """The batch builder for the job's kind (dynamic padding to the longest row)."""
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
+    if job.collate is not None:
+        return job.collate
     if job.kind == "classification":
         return DataCollatorWithPadding(job.tokenizer)
     if job.kind == "causal":
-        return CausalCollator(job.tokenizer.pad_token_id)
+        raise TrainingError("A causal job collates through its SFTTrainer: build it first.")
     return DataCollatorForSeq2Seq(job.tokenizer, label_pad_token_id=IGNORE_INDEX)

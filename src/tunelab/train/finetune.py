@@ -24,7 +24,7 @@ from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.evaluate import classification_metrics, per_example_rouge, perplexity, rouge_scores
 from tunelab.runs import TrainResult
-from tunelab.train import common
+from tunelab.train import common, quantization, sft
 from tunelab.train.engine import Engine
 from tunelab.train.features import Job, collator, prepare
 
@@ -73,9 +73,10 @@ def auto_class(kind: str):
     }[kind]
 
 
-def load_model(job: Job, path: Path | None = None):
+def load_model(job: Job, path: Path | None = None, full_precision: bool = False):
     """The pretrained weights (or those in ``path``) with the job's head, in fp32
-    (mixed precision is the Trainer's business)."""
+    (mixed precision is the Trainer's business); quantised on the GPU with
+    model.quantization (QLoRA), unless ``full_precision``."""
     import torch
 
     cfg, tokenizer = job.cfg, job.tokenizer
@@ -83,6 +84,9 @@ def load_model(job: Job, path: Path | None = None):
         "dtype": torch.float32,
         "trust_remote_code": cfg.model.trust_remote_code,
     }
+    if path is None and not full_precision and cfg.model.quantization:
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        kwargs.update(quantization.load_kwargs(cfg, compute))
     model_class = auto_class(job.kind)
     extra: dict[str, Any] = {}
     if job.kind == "classification":
@@ -127,7 +131,11 @@ class Fitted:
 
 
 def make_trainer(job: Job, model, output_dir: Path, device: common.DeviceChoice):
+    """The transformers Trainer of the job; trl's SFTTrainer for decoders that generate."""
     from transformers import Trainer
+
+    if job.kind == "causal":
+        return sft.make_trainer(job, model, output_dir, device)
 
     args = common.training_arguments(
         job.cfg,
@@ -144,7 +152,7 @@ def make_trainer(job: Job, model, output_dir: Path, device: common.DeviceChoice)
         eval_dataset=job.features.get("validation") or None,
         data_collator=collator(job),
         processing_class=job.tokenizer,
-        callbacks=[common.divergence_guard()],
+        callbacks=common.callbacks(),
     )
 
 
@@ -186,9 +194,17 @@ def new_result(
     result.metrics["train_steps"] = float(fitted.trainer.state.global_step)
     if fitted.resumed_from:
         result.notes.append(f"Resumed from {fitted.resumed_from}.")
-    if job.uses_chat_template:
-        result.notes.append("Prompts and responses were framed with the chat template.")
+    if job.kind == "causal":
+        result.notes.append(_sft_note(job))
     return result
+
+
+def _sft_note(job: Job) -> str:
+    if job.cfg.data.task == "chat":
+        how = "trl's" if job.trl_chat_masks else "tunelab's (template prefixes)"
+        return f"SFTTrainer on conversations: loss on every assistant turn ({how} mask)."
+    framing = "the chat template" if job.uses_chat_template else "plain text + eos"
+    return f"SFTTrainer on prompt/completion pairs in {framing}: loss on the response only."
 
 
 # ---------------------------------------------------------------- evaluation
@@ -264,15 +280,20 @@ def evaluate_generation(job: Job, trainer, model) -> tuple[dict[str, float], pd.
         return metrics, None
     count = min(MAX_GENERATED, len(job.prompts["test"]))
     predictions = generate(job, model, job.prompts["test"][:count], MAX_NEW_TOKENS)
-    source = job.frames["test"].iloc[:count]
-    references = [str(r) for r in source["response"]]
+    if job.kind == "causal":
+        test = job.sft_data["test"]
+        prompts, references = test.prompt_texts[:count], test.references[:count]
+    else:
+        source = job.frames["test"].iloc[:count]
+        prompts = source["prompt"].astype(str).tolist()
+        references = [str(r) for r in source["response"]]
     for name, value in rouge_scores(predictions, references).items():
         metrics[f"test_{name}"] = value
     metrics["test_generated"] = float(count)
     per_row = per_example_rouge(predictions, references, "rougeL")
     frame = pd.DataFrame(
         {
-            "prompt": source["prompt"].astype(str).tolist(),
+            "prompt": prompts,
             "reference": references,
             "prediction": predictions,
             "rougeL": per_row,

@@ -126,7 +126,7 @@ def train(
                 ),
                 processing_class=tokenizer,
                 peft_config=peft_config,
-                callbacks=[common.divergence_guard()],
+                callbacks=common.callbacks(),
             )
         policy = trainer.accelerator.unwrap_model(trainer.model)
         result.trainable_params, result.total_params = common.count_parameters(policy)

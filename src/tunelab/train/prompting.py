@@ -3,7 +3,8 @@ train.baseline.kind=prompt): no training at all.
 
 - classification by scoring each label's verbalization (every prediction is a valid
   label; ``mode=generate`` reads the label back from a greedy answer instead);
-- generation by greedy decoding (ROUGE);
+- generation by greedy decoding (ROUGE); chat data the same way, the model answering the
+  last assistant turn of each conversation from the turns before it;
 - preference data by how often the model finds the chosen answer more likely than the
   rejected one (``loglik_win_rate``).
 
@@ -29,6 +30,7 @@ import pandas as pd
 
 from tunelab import evaluate
 from tunelab.config import PromptingConfig, RunConfig
+from tunelab.data import chat
 from tunelab.errors import TrainingError
 from tunelab.runs import PROMPT_EXAMPLE_FILE, TrainResult
 from tunelab.train import engine as lm_engine
@@ -108,6 +110,8 @@ class Prompter:
     def render(self, row: dict[str, Any]) -> str:
         """The full prompt text for one row: demonstrations first, then the row, ready for the
         model's answer (after the assistant header with a chat template, else after the text)."""
+        if self.task == "chat":
+            return self._render_conversation(row)
         query = self.fill(self.fields(row))
         if self.use_chat:
             messages = []
@@ -118,6 +122,18 @@ class Prompter:
             return chat_prompt(self.tokenizer, messages)
         parts = [f"{self.fill(f)}{self.joiner}{answer}" for f, answer in self.demos]
         return "\n\n".join([*parts, query])
+
+    def _render_conversation(self, row: dict[str, Any]) -> str:
+        """Demonstration conversations (with their answers), then this one up to its answer."""
+        messages: list[dict[str, str]] = []
+        for demo_fields, answer in self.demos:
+            messages += chat.loads(demo_fields["prompt"])
+            messages.append({"role": "assistant", "content": answer})
+        messages += chat.loads(str(row["prompt"]))
+        if self.use_chat:
+            return chat_prompt(self.tokenizer, messages)
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
 
     @property
     def joiner(self) -> str:
@@ -209,6 +225,8 @@ def _default_pattern(
     summarise instruction when most ``prompts`` are bare conversations)."""
     if p.pattern is not None:
         return p.pattern, None
+    if task == "chat":  # the conversation is the prompt
+        return PROMPT_ONLY_PATTERN, None
     why = ""
     if task == "classification":
         default = CLASSIFICATION_PATTERN
@@ -220,6 +238,16 @@ def _default_pattern(
     else:
         default = PROMPT_ONLY_PATTERN
     return default, f"{PATTERN_KEY} unset: the {task} default {default!r} was used{why}."
+
+
+def last_turn(frame: pd.DataFrame) -> pd.DataFrame:
+    """Chat rows as prompt/response: the conversation before its last assistant turn (as
+    JSON) and that turn's text, the answer generations are compared with."""
+    conversations = [chat.loads(text) for text in frame[chat.COLUMN]]
+    out = frame.drop(columns=[chat.COLUMN]).copy()
+    out["prompt"] = [chat.dumps(m[:-1]) for m in conversations]
+    out["response"] = [m[-1]["content"] if m else "" for m in conversations]
+    return out
 
 
 def is_conversations(prompts: list[str]) -> bool:
@@ -289,6 +317,13 @@ def run(
 ) -> None:
     p = cfg.train.baseline.prompting
     task = cfg.data.task
+    if task == "chat":
+        if p.pattern is not None:
+            raise TrainingError(
+                f"{PATTERN_KEY} does not apply to chat data: the conversation is the prompt. "
+                "Remove it (a system turn in the data sets the model's instructions)."
+            )
+        data = {split: last_turn(frame) for split, frame in data.items()}
     prompts = [str(x) for f in data.values() if "prompt" in f.columns for x in f["prompt"]]
     pattern, note = _default_pattern(p, task, prompts)
     if note:
@@ -316,6 +351,7 @@ def run(
         answer = {
             "classification": lambda r: verbal.get(str(r["label"]), str(r["label"])),
             "generation": lambda r: str(r["response"]),
+            "chat": lambda r: str(r["response"]),
             "preference": lambda r: str(r["chosen"]),
         }[task](row)
         prompter.demos.append((prompter.fields(row), answer))
@@ -324,7 +360,7 @@ def run(
         result.notes.append(f"{len(demo_rows)} demonstrations: train source_rows {rows}.")
     mode = p.mode
     if task != "classification":
-        mode = "generate" if task == "generation" else "loglik"
+        mode = "generate" if task in ("generation", "chat") else "loglik"
     result.notes.append(
         f"prompt baseline: {p.shots}-shot, mode={mode}, "
         f"{'chat template' if prompter.use_chat else 'plain text'}, model {cfg.model.name}."
