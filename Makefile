@@ -27,6 +27,10 @@ help:
 	@echo "make gpu-check  on an NVIDIA GPU: LoRA, QLoRA and DPO, tunelab vs plain TRL (docs/benchmarks.md)"
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))' || { \
+		echo "tunelab needs Python 3.11 or 3.12 (pyproject.toml requires-python), but" \
+			"$(PYTHON) is $$($(PYTHON) -V 2>&1). Run make with PYTHON=python3.12 (or 3.11)."; \
+		exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install when the project's dependencies change.

@@ -224,7 +224,7 @@ def run_tunelab(case: str, s: Settings, workdir: Path) -> dict:
 
 def run_plain(case: str, s: Settings, workdir: Path, save: bool = True) -> dict:
     """What a TRL user writes, with the hyperparameters tunelab sets explicitly
-    (common.training_arguments) given the same values."""
+    (tunelab.train.arguments.training_arguments) given the same values."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig

@@ -10,7 +10,7 @@ import pytest
 
 from tunelab import config, runs
 from tunelab.errors import ConfigError, ModelError, TrainingError
-from tunelab.train import check_method, common, train
+from tunelab.train import arguments, check_method, common, train
 from tunelab.workspace import Workspace
 
 
@@ -185,7 +185,7 @@ def trainer_for(folder, *overrides: str):
     x = torch.randn(48, 4)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
     rows = [{"x": x[i], "labels": y[i]} for i in range(len(x))]
-    args = common.training_arguments(
+    args = arguments.training_arguments(
         cfg, folder, common.DeviceChoice("cpu", "fp32"), has_validation=False,
         remove_unused_columns=False,
     )  # fmt: skip

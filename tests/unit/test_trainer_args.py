@@ -12,7 +12,7 @@ from trl import DPOConfig, SFTConfig
 
 from tunelab import config
 from tunelab.errors import ConfigError
-from tunelab.train import check_method, common
+from tunelab.train import arguments, check_method, common
 from tunelab.train import train as run_training
 from tunelab.workspace import Workspace
 
@@ -73,10 +73,10 @@ def test_what_the_class_itself_refuses_is_wrapped_naming_the_key():
 
 
 def test_the_class_follows_the_method_and_the_task():
-    assert common.arguments_class(make_cfg()) is TrainingArguments
-    assert common.arguments_class(make_cfg("data.task=generation")) is SFTConfig
+    assert arguments.arguments_class(make_cfg()) is TrainingArguments
+    assert arguments.arguments_class(make_cfg("data.task=generation")) is SFTConfig
     dpo = make_cfg("train.method=dpo", "data.task=preference")
-    assert common.arguments_class(dpo) is DPOConfig
+    assert arguments.arguments_class(dpo) is DPOConfig
     # trl fields are accepted where trl trains, and those tunelab sets are refused.
     check_method(
         make_cfg("train.method=dpo", "data.task=preference", "train.trainer_args.ld_alpha=0.5")
@@ -94,10 +94,10 @@ def test_baseline_runs_ignore_trainer_args():
 
 
 def test_own_fields_are_the_ones_training_arguments_sets():
-    own = common.own_arguments(make_cfg(), "out", CPU)
-    assert set(common.OWN_FIELDS) == set(own) | {"gradient_checkpointing"}
+    own = arguments.own_arguments(make_cfg(), "out", CPU)
+    assert set(arguments.OWN_FIELDS) == set(own) | {"gradient_checkpointing"}
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    assert set(common.OWN_FIELDS) <= fields
+    assert set(arguments.OWN_FIELDS) <= fields
 
 
 def test_training_arguments_carry_the_schedule_and_the_pass_through(tmp_path):
@@ -106,7 +106,7 @@ def test_training_arguments_carry_the_schedule_and_the_pass_through(tmp_path):
         "train.lr_scheduler_kwargs={num_cycles: 0.25}",
         "train.trainer_args={optim: adamw_torch, adam_beta2: 0.95}",
     )
-    args = common.training_arguments(cfg, tmp_path, CPU)
+    args = arguments.training_arguments(cfg, tmp_path, CPU)
     assert isinstance(args, TrainingArguments)
     assert args.lr_scheduler_type == "cosine"
     assert args.lr_scheduler_kwargs == {"num_cycles": 0.25}
@@ -118,7 +118,7 @@ def test_a_field_the_method_sets_cannot_be_overridden(tmp_path):
     cfg = make_cfg("train.trainer_args={remove_unused_columns: true}")
     check_method(cfg)  # a plain TrainingArguments field...
     with pytest.raises(ConfigError, match="train.trainer_args.remove_unused_columns"):
-        common.training_arguments(cfg, tmp_path, CPU, remove_unused_columns=False)
+        arguments.training_arguments(cfg, tmp_path, CPU, remove_unused_columns=False)
 
 
 @pytest.mark.parametrize(

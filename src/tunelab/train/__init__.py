@@ -18,7 +18,8 @@ from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult, run_dir
 from tunelab.train import quantization
-from tunelab.train.common import check_trainer_args, seed_everything
+from tunelab.train.arguments import check_trainer_args
+from tunelab.train.common import seed_everything
 from tunelab.workspace import Workspace
 
 ADAPTER_METHODS = ("lora", "prefix", "prompt", "ia3")

@@ -24,7 +24,7 @@ from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.evaluate import classification_metrics, per_example_rouge, perplexity, rouge_scores
 from tunelab.runs import TrainResult
-from tunelab.train import common, quantization, sft
+from tunelab.train import arguments, common, quantization, sft
 from tunelab.train.engine import Engine
 from tunelab.train.features import Job, collator, prepare
 
@@ -137,7 +137,7 @@ def make_trainer(job: Job, model, output_dir: Path, device: common.DeviceChoice)
     if job.kind == "causal":
         return sft.make_trainer(job, model, output_dir, device)
 
-    args = common.training_arguments(
+    args = arguments.training_arguments(
         job.cfg,
         output_dir,
         device,

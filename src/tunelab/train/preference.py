@@ -34,7 +34,7 @@ from tunelab import evaluate, models
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult
-from tunelab.train import common
+from tunelab.train import arguments, common
 from tunelab.train.engine import Engine, pad
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def train(
         else:
             result.notes.append("No test or validation split: nothing held out was scored.")
 
-        args = common.training_arguments(
+        args = arguments.training_arguments(
             cfg,
             output_dir,
             device,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from tunelab.data import chat
 from tunelab.errors import TrainingError
-from tunelab.train import common
+from tunelab.train import arguments, common
 
 SPLITS = ("train", "validation", "test")
 
@@ -151,7 +151,7 @@ def make_trainer(job, model, output_dir: Path, device: common.DeviceChoice):
 
     cfg = job.cfg
     has_validation = bool(job.sft_data.get("validation") and job.sft_data["validation"].rows)
-    args = common.training_arguments(
+    args = arguments.training_arguments(
         cfg,
         output_dir,
         device,
