@@ -17,6 +17,7 @@ from flows.data import io_retries
 from flows.milestone import run_plan
 from flows.runtime import require_api, workspace_lock
 from tunelab.data import prepare
+from tunelab.deployments import PlanChoice
 from tunelab.lifecycle import tracking
 from tunelab.pipeline import retrain
 from tunelab.pipeline.plan import load_plan
@@ -43,10 +44,20 @@ def decide(plan, candidates: dict[str, str], workspace: Workspace) -> retrain.Re
     return decision
 
 
+# The docstring's Args are the descriptions of the deployment's run form.
 @flow(name="scheduled-retraining")  # log_prints off: see flows/data.py
 def scheduled_retraining(
-    config: str = "configs/retrain.yaml", workdir: str | None = None
+    config: PlanChoice = "configs/retrain.yaml", workdir: str | None = None
 ) -> PipelineSummary:
+    """Retrain the datasets whose data changed since their champion was trained.
+
+    Args:
+        config: The plan (milestone format) of the served datasets and the methods that
+            retrain them. One bundled in configs/, or the path of another plan, relative
+            to the project folder where the worker runs.
+        workdir: The workspace (data, MLflow store, reports, cache). Empty: $TUNELAB_WORKDIR,
+            else the folder the flow runs in.
+    """
     workspace = Workspace.resolve(workdir).ensure()
     plan = load_plan(config)
     # Held from the decision on: what the champions serve cannot change in between.

@@ -31,11 +31,22 @@ services_app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 
-_state = {"debug": False}
+# debug: --debug; json: the command prints JSON on stdout; deferred: errors of a quiet
+# command, shown once the terminal is back.
+_state: dict = {"debug": False, "json": False, "deferred": None}
 
 Overrides = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (README, JSON output).")
+]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "-v", "--verbose", help="Show the libraries' output (logs, progress bars) on the terminal."
+    ),
 ]
 
 
@@ -76,7 +87,7 @@ def main(
     if lock_timeout is not None:
         # Through the environment: flows started from here read it too.
         os.environ["TUNELAB_LOCK_TIMEOUT"] = str(lock_timeout)
-    _state["debug"] = debug
+    _state.update(debug=debug, json=False, deferred=None)
     # Quiet, offline-friendly defaults for the libraries commands import later.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -85,15 +96,89 @@ def main(
 
 def _fail(exc: Exception) -> None:
     """Print a user error as one paragraph and exit with its code (README, "Exit codes");
-    re-raise with --debug."""
+    re-raise with --debug. Inside a quiet command it is printed once the terminal is back."""
     if _state["debug"]:
         raise exc
+    if _state["deferred"] is not None:
+        _state["deferred"].append(exc)
+    else:
+        _show_error(exc)
+    raise typer.Exit(code=getattr(exc, "exit_code", 2))
+
+
+def _show_error(exc: Exception) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    # Escaped: messages hold things like "[train]" that rich would read as markup.
-    Console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(code=getattr(exc, "exit_code", 2))
+    if _state["json"]:
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        _emit_json({"ok": False, "error": {**error, "exit_code": getattr(exc, "exit_code", 2)}})
+    # Escaped: messages hold things like "[train]" that rich would read as markup. One
+    # line (the terminal wraps it): paths and commands in it stay whole for grep and copy.
+    Console(stderr=True).print(
+        f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+    )
+
+
+def _emit_json(data) -> None:
+    """The command's result on stdout, as JSON (NaN and infinities as null)."""
+    import json
+
+    typer.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False))
+
+
+def _plain(value):
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@contextlib.contextmanager
+def _quiet(command: str, verbose: bool):
+    """The command's libraries write to a log file in the workspace (tunelab.console);
+    the terminal shows tunelab's progress, then the result or the error, once."""
+    from rich.console import Console
+
+    from tunelab import console
+
+    stack = contextlib.ExitStack()
+    try:
+        run_log = stack.enter_context(console.quiet(_workspace().root, command, verbose))
+    except OSError as exc:
+        _fail_os(exc)
+    Console(file=run_log.terminal, highlight=False).print(
+        f"Log: {console.shown_path(run_log.path)}", markup=False, soft_wrap=True
+    )
+    _state["deferred"] = []
+    try:
+        with stack:
+            yield run_log
+    except BaseException:
+        _note_log(run_log)
+        raise
+    finally:
+        deferred, _state["deferred"] = _state["deferred"], None
+        for exc in deferred:
+            _show_error(exc)
+
+
+def _note_log(run_log) -> None:
+    """The log's path again at the end (stderr: stdout may carry JSON)."""
+    from rich.console import Console
+
+    from tunelab import console
+
+    Console(stderr=True, highlight=False).print(
+        f"Log: {console.shown_path(run_log.path)}", markup=False, soft_wrap=True
+    )
 
 
 def _warn(message: str) -> None:
@@ -128,29 +213,35 @@ def _run(fn, *args, **kwargs):
         _fail_os(exc)
 
 
-def _fail_os(exc: OSError) -> None:
+def _fail_os(exc: OSError, then: str = "") -> None:
     """A file system error (permissions, disk full, a missing folder) as one clear error
-    naming the path; any other OSError is re-raised as it is."""
+    naming the path (``then``: what happens next, appended); any other OSError is
+    re-raised as it is."""
     from tunelab.errors import FileSystemError
 
     error = None if _state["debug"] else FileSystemError.from_os_error(exc)
     if error is None:
         raise exc
-    _fail(error)
+    _fail(FileSystemError(f"{error} {then}") if then else error)
 
 
-def _run_flow(flow_fn, *args, **kwargs):
+# A flow that stops on a file system error has kept what it finished: steps are cached,
+# run folders and registered versions stay (the review goes to a new folder each time).
+KEPT = "What finished is kept: the same command reuses it once this is fixed."
+
+
+def _run_flow(flow_fn, *args):
     """Run a Prefect flow; a user error is shown once, as a paragraph, not as a traceback."""
     if not _state["debug"]:
         _hide_user_error_tracebacks_on_console()
     from tunelab.errors import TunelabError
 
     try:
-        return flow_fn(*args, **kwargs)
+        return flow_fn(*args)
     except TunelabError as exc:
         _fail(exc)
     except OSError as exc:
-        _fail_os(exc)
+        _fail_os(exc, KEPT)
     except Exception as exc:
         if _state["debug"] or not _lost_api(exc):
             raise
@@ -217,6 +308,45 @@ def _workspace():
     from tunelab.workspace import Workspace
 
     return Workspace.resolve()
+
+
+@app.command("init")
+def init_cmd(
+    data_file: Annotated[
+        str,
+        typer.Argument(
+            help="CSV, JSONL or Parquet file (or a folder of train/validation/test files) "
+            "to start a project from."
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Dataset name; default: from the file name.")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="classification, generation, chat or preference; default: detected from "
+            "the columns.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the run config and the milestone plan.")
+    ] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Start a project from a data file: detect the task and columns, write a run config
+    and a milestone plan with baselines, each choice explained in comments."""
+    from tunelab import scaffold
+
+    _state["json"] = as_json
+    result = _run(scaffold.init_project, data_file, name, task, out, force)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    for line in result.summary:
+        typer.echo(line)
 
 
 @config_app.command("show")
@@ -288,24 +418,20 @@ def _print_prepared(prepared: list) -> None:
 @data_app.command("show")
 def data_show(
     name: Annotated[str | None, typer.Argument(help="Dataset name; none = all.")] = None,
+    as_json: Json = False,
 ) -> None:
     """List the recorded versions of a dataset (the current one marked *)."""
     from rich.console import Console
-    from rich.table import Table
 
+    from tunelab.console import Column, fitted_table
     from tunelab.data import versioning
 
+    _state["json"] = as_json
     workspace = _workspace()
     names = [name] if name else versioning.list_datasets(workspace)
     if not names:
         _fail(_user_error(f"No dataset versions in {workspace.root}. Run `tunelab data prepare`."))
-    table = Table(title=f"Dataset versions in {workspace.root}")
-    # Ids stay whole (they are typed back into `data checkout`); the source path folds.
-    for column in ("", "dataset", "version"):
-        table.add_column(column, no_wrap=True)
-    for column in ("created", "train", "validation", "test"):
-        table.add_column(column)
-    table.add_column("source", overflow="fold")
+    datasets = []
     for dataset in names:
         versions = _run(versioning.list_versions, dataset, workspace)
         if not versions:
@@ -316,16 +442,47 @@ def data_show(
                 )
             )
         current = versioning.current_version(dataset, workspace)
-        for v in versions:
-            table.add_row(
-                "*" if current and v.version == current.version else "",
-                dataset,
-                v.version,
-                v.created,
-                *(str(v.rows.get(s, 0)) for s in ("train", "validation", "test")),
-                str(v.metadata.get("source", "")),
-            )
-    Console().print(table)
+        current_id = current.version if current else None
+        listed = [
+            {
+                "version": v.version,
+                "current": v.version == current_id,
+                "created": v.created,
+                "rows": {s: v.rows.get(s, 0) for s in ("train", "validation", "test")},
+                "source": str(v.metadata.get("source", "")),
+            }
+            for v in versions
+        ]
+        datasets.append({"name": dataset, "current": current_id, "versions": listed})
+    if as_json:
+        _emit_json({"workspace": str(workspace.root), "datasets": datasets})
+        return
+    # Ids stay whole (they are typed back into `data checkout`); when the table is too
+    # wide, the source is left out first, then the creation time.
+    columns = [
+        Column(""),
+        Column("dataset", name=True),
+        Column("version", name=True),
+        Column("created", drop=2),
+        *(Column(split, justify="right") for split in ("train", "validation", "test")),
+        Column("source", drop=3, name=True),
+    ]
+    rows = [
+        [
+            "*" if v["current"] else "",
+            d["name"],
+            v["version"],
+            v["created"],
+            *(str(n) for n in v["rows"].values()),
+            v["source"],
+        ]
+        for d in datasets
+        for v in d["versions"]
+    ]
+    console = Console()
+    console.print(
+        fitted_table(f"Dataset versions in {workspace.root}", columns, rows, console.width)
+    )
 
 
 @data_app.command("checkout")
@@ -350,21 +507,93 @@ def train_cmd(
         Path, typer.Argument(help="Run config (YAML), e.g. configs/sentiment-lora.yaml.")
     ],
     overrides: Overrides = None,
+    verbose: Verbose = False,
+    as_json: Json = False,
 ) -> None:
     """Validate the data, train one method, evaluate it, track it in MLflow, register it
-    and run the promotion gate; files land in runs/. Exits non-zero when any of it failed."""
+    and run the promotion gate; files land in runs/. Exits non-zero when any of it failed.
+    The libraries' output goes to a log file in .tunelab/logs/ (-v shows it)."""
     from tunelab import config as config_mod
+    from tunelab.console import working
     from tunelab.errors import EvaluationError
     from tunelab.pipeline.method import train_and_register
 
+    _state["json"] = as_json
     cfg = _run(config_mod.load, config, overrides)
-    with _locked():
-        outcome = _run(train_and_register, cfg, _workspace())
-    _print_result(outcome.result)
-    _print_outcome(outcome)
+    if verbose:
+        os.environ.setdefault("TUNELAB_PROGRESS", "1")
+    label = f"{cfg.data.name}/{cfg.train.method}"
+    with _locked(), _quiet("train", verbose) as run_log:
+        text = f"Training {label}"
+        with working(run_log.terminal, text, live=False if verbose else None):
+            outcome = _run(train_and_register, cfg, _workspace())
+    if as_json:
+        _emit_json(_outcome_json(outcome, run_log))
+    else:
+        _print_result(outcome.result)
+        _print_outcome(outcome)
+    _note_log(run_log)
     if not outcome.card.ok:
         # The run is on disk and in MLflow, but unscored: cron and CI must see a failure.
         raise typer.Exit(code=EvaluationError.exit_code)
+
+
+def _outcome_json(outcome, run_log) -> dict:
+    """`tunelab train --json`: the run, its primary metric and what registering did."""
+    from tunelab.console import Primary
+
+    result, card, done = outcome.result, outcome.card, outcome.registration
+    primary = None
+    if card.ok:
+        level = card.ci_level
+        primary = Primary(card.primary_metric, card.primary, card.ci_low, card.ci_high, level)
+    return {
+        "ok": card.ok,
+        "dataset": result.dataset,
+        "method": result.method,
+        "model": result.model,
+        "run_dir": str(result.output_dir),
+        "log": str(run_log.path),
+        "primary": primary.to_dict() if primary else None,
+        "metrics": dict(card.metrics),
+        "test_rows": card.test_rows,
+        "error": card.error,
+        "train_metrics": dict(result.metrics),
+        "params": {"trainable": result.trainable_params, "total": result.total_params},
+        "wall_seconds": result.wall_seconds,
+        "device": result.device,
+        "precision": result.precision,
+        **_registration_json(done),
+    }
+
+
+def _registration_json(done) -> dict:
+    """The fields `run --json` and `train --json` share about registering and the gate."""
+    decision = done.decision if done else None
+    gate = None
+    if decision is not None:
+        gate = {
+            "outcome": decision.outcome,
+            "promote": decision.promote,
+            "metric": decision.metric,
+            "versus": decision.versus or None,
+            "p_value": decision.p_value,
+            "delta": decision.delta,
+            "delta_ci_low": decision.delta_ci_low,
+            "delta_ci_high": decision.delta_ci_high,
+            "test": decision.test or None,
+            "reason": decision.reason,
+        }
+    registered = None
+    if done is not None and done.model_name:
+        registered = {"model": done.model_name, "version": done.version}
+    return {
+        "mlflow_run_id": done.run_id if done else None,
+        "outcome": done.outcome if done else None,
+        "registered": registered,
+        "aliases": dict(done.aliases or {}) if done else {},
+        "gate": gate,
+    }
 
 
 def _print_result(result) -> None:
@@ -401,7 +630,10 @@ def _print_outcome(outcome) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console()
+    from tunelab.console import gate_text
+
+    # Lines stay whole (the terminal wraps them): run ids and commands are copied.
+    console = Console(soft_wrap=True)
     card = outcome.card
     if card.ok:
         level = round(card.ci_level * 100)
@@ -423,7 +655,7 @@ def _print_outcome(outcome) -> None:
     elif done.decision:
         console.print(
             f"Registered {done.model_name} version {done.version}: "
-            f"[bold]{done.decision.outcome}[/]. {escape(done.decision.reason)}"
+            f"[bold]{escape(gate_text(done))}[/]. {escape(done.decision.reason)}"
         )
         aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted((done.aliases or {}).items()))
         console.print(f"Aliases of {done.model_name}: {aliases or 'none'}")
@@ -433,26 +665,40 @@ def _print_outcome(outcome) -> None:
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(as_json: Json = False) -> None:
     """Show the bundled aliases, where they resolve and whether they are ready."""
     from rich.console import Console
-    from rich.table import Table
 
     from tunelab import models
+    from tunelab.console import Column, fitted_table
 
-    table = Table(title="Bundled models (work offline)")
-    for column in ("alias", "family", "tasks", "ready", "path", "what"):
-        table.add_column(column, overflow="fold")
-    for row in models.alias_status():
-        table.add_row(
+    _state["json"] = as_json
+    rows = models.alias_status()
+    if as_json:
+        keys = ("name", "family", "tasks", "ready", "path", "description")
+        _emit_json({"models": [{k: row[k] for k in keys} for row in rows]})
+        return
+    columns = [
+        Column("alias", name=True),
+        Column("family", name=True),
+        Column("tasks"),
+        Column("ready"),
+        Column("what", drop=1),
+        Column("path", drop=2, name=True),
+    ]
+    cells = [
+        [
             row["name"],
             row["family"],
             ", ".join(row["tasks"]),
             "yes" if row["ready"] else "no",
-            row["path"] or "-",
             row["description"],
-        )
-    Console().print(table)
+            row["path"] or "-",
+        ]
+        for row in rows
+    ]
+    console = Console()
+    console.print(fitted_table("Bundled models (work offline)", columns, cells, console.width))
 
 
 @models_app.command("prepare")
@@ -475,44 +721,143 @@ def run_cmd(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Ignore cached steps: recompute everything.")
     ] = False,
+    verbose: Verbose = False,
+    as_json: Json = False,
 ) -> None:
     """The milestone pipeline: data gate, every method trained, evaluated, registered and
-    compared; ends with the review report and each registered model's champion."""
-    os.environ.setdefault("TUNELAB_PROGRESS", "1")
-    with _locked():
-        from flows.milestone import milestone
+    compared; ends with the review report and each registered model's champion. The
+    libraries' output goes to a log file in .tunelab/logs/ (-v shows it)."""
+    from tunelab import console
+    from tunelab.pipeline.plan import load_plan
 
-        summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
-    _print_summary(summary)
+    _state["json"] = as_json
+    if verbose:
+        os.environ.setdefault("TUNELAB_PROGRESS", "1")
+    labels = [m.label for m in _run(load_plan, config).methods()]
+    # Prefect sets up logging when imported: before the console is quiet (tunelab.console).
+    from flows.milestone import milestone
+
+    with _locked(), _quiet("run", verbose) as run_log:
+        view = console.StepView(labels, run_log.terminal, live=False if verbose else None)
+        with console.listening(view), view:
+            summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
+    _print_summary(summary, run_log)
 
 
-def _print_summary(summary) -> None:
+def _summary_columns(metric: str | None, level: str):
+    """One dataset's table: names whole; when too wide for the terminal (80 columns
+    without one), the optional columns go first so the metric, its CI, gate and p stay.
+    ``metric``: the dataset's primary metric (the value column's header), None when its
+    methods differ (then a column says which)."""
+    from tunelab.console import Column
+
+    return [
+        Column("method", name=True),
+        *([] if metric else [Column("metric", name=True)]),
+        Column(metric or "value", name=True, justify="right"),
+        Column(f"{level} CI".strip(), name=True),
+        Column("gate", name=True),
+        Column("p", name=True, justify="right"),
+        Column("reused", drop=1, justify="right"),
+        Column("registered", name=True, drop=2),
+    ]
+
+
+def _method_json(record) -> dict:
+    """One method of `run --json`: the record, its primary metric, registering and gate."""
+    from tunelab.console import read_primary
+
+    primary = read_primary(record.run_dir) if record.ok else None
+    return {
+        "dataset": record.dataset,
+        "method": record.method,
+        "required": record.required,
+        "status": record.status,
+        "error": record.error,
+        "reused": list(record.reused),
+        "seconds": dict(record.seconds),
+        "run_dir": record.run_dir,
+        "primary": primary.to_dict() if primary else None,
+        **_registration_json(record.registration),
+    }
+
+
+def _summary_json(summary, methods: list[dict], run_log) -> dict:
+    return {
+        "ok": not summary.failed_required(),
+        "title": summary.title,
+        "wall_seconds": summary.wall_seconds,
+        "steps": {"reused": summary.reused_steps, "finished": summary.finished_steps},
+        "review": {"markdown": summary.report, "html": summary.html},
+        "log": str(run_log.path) if run_log else None,
+        "champions": dict(summary.champions),
+        "methods": methods,
+    }
+
+
+def _summary_row(m: dict, with_metric: bool) -> list[str]:
+    from tunelab.console import format_ci, format_p, format_value
+
+    primary, gate = m["primary"] or {}, m["gate"] or {}
+    if m["status"] != "ok":
+        step = (m["error"] or "").split(":", 1)[0] or "?"
+        decision = f"failed ({step})"
+    else:
+        decision = m["outcome"] or "-"
+    registered = m["registered"]
+    return [
+        m["method"],
+        *([primary.get("name") or "-"] if with_metric else []),
+        format_value(primary.get("value")),
+        format_ci(primary.get("ci_low"), primary.get("ci_high"), digits=2),
+        decision,
+        format_p(gate.get("p_value")),
+        f"{len(m['reused'])}/3" if m["reused"] else "-",
+        f"{registered['model']} v{registered['version']}" if registered else "-",
+    ]
+
+
+def _print_summary(summary, run_log=None) -> None:
+    """The final tables, one per dataset: per method its primary test metric with the CI,
+    the gate's decision and p; then failures, the review and the champions."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="Milestone")
-    for column in ("dataset", "method", "status", "reused", "registered", "gate"):
-        table.add_column(column, overflow="fold")
-    for record in summary.methods:
-        done = record.registration
-        table.add_row(
-            record.dataset,
-            record.method,
-            record.status if record.ok else f"failed: {record.error}",
-            ", ".join(record.reused) or "-",
-            (record.model_version if done and done.version else None) or "-",
-            (done.decision.outcome if done and done.decision else None) or "-",
-        )
-    console = Console()
-    console.print(table)
+    from tunelab.console import fitted_table
+
+    methods = [_method_json(record) for record in summary.methods]
+    if _state["json"]:
+        _emit_json(_summary_json(summary, methods, run_log))
+        if run_log is not None:
+            _note_log(run_log)
+        return
+    console = Console(highlight=False)
+    console.print(summary.title, style="bold", markup=False)
+    for dataset in dict.fromkeys(m["dataset"] for m in methods):
+        group = [m for m in methods if m["dataset"] == dataset]
+        scored = [m["primary"] for m in group if m["primary"]]
+        names = {p["name"] for p in scored}
+        levels = {round(p["ci_level"] * 100) for p in scored}
+        metric = names.pop() if len(names) == 1 else None
+        level = f"{levels.pop()}%" if len(levels) == 1 else ""
+        rows = [_summary_row(m, with_metric=metric is None) for m in group]
+        columns = _summary_columns(metric, level)
+        console.print()
+        console.print(fitted_table(dataset, columns, rows, console.width))
+    console.print()
+    for m in methods:
+        if m["status"] != "ok":
+            console.print(f"{m['dataset']}/{m['method']}: {m['error']}", markup=False)
     console.print(
         f"Steps reused from the cache: {summary.reused_steps} of {summary.finished_steps}. "
-        f"Wall time {summary.wall_seconds:.0f} s."
+        f"Wall time {summary.wall_seconds:.0f} s.",
+        soft_wrap=True,
     )
-    console.print(f"Review: {summary.report}")
-    console.print(f"        {summary.html}")
+    console.print(f"Review: {summary.report}", markup=False, soft_wrap=True)
+    console.print(f"        {summary.html}", markup=False, soft_wrap=True)
     for name, version in summary.champions.items():
         console.print(f"Champion of {name}: " + (f"version {version}" if version else "none"))
+    if run_log is not None:
+        _note_log(run_log)
 
 
 @app.command("deploy")
@@ -627,37 +972,74 @@ def _tracking():
 @registry_app.command("list")
 def registry_list(
     name: Annotated[str | None, typer.Argument(help="Registered model; none = all.")] = None,
+    as_json: Json = False,
 ) -> None:
     """Registered models, their versions, aliases, metrics and gate decisions."""
     from rich.console import Console
-    from rich.table import Table
 
+    from tunelab.console import Column, fitted_table, format_value
     from tunelab.lifecycle import registry
 
+    _state["json"] = as_json
     target = _tracking()
-    rows = _run(registry.list_versions, target, name)
+    rows = [_version_json(row) for row in _run(registry.list_versions, target, name)]
+    if as_json:
+        _emit_json({"tracking": target.shown, "versions": rows})
+        return
     if not rows:
         typer.echo(f"No registered models at {target.shown}. Train one with `tunelab train`.")
         return
-    table = Table(title=f"Registered models at {target.shown}")
-    for column in ("model", "version", "aliases", "method", "metric", "data_version", "decision"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            *(
-                row[c]
-                for c in (
-                    "model",
-                    "version",
-                    "aliases",
-                    "method",
-                    "metric",
-                    "data_version",
-                    "decision",
-                )
-            )
-        )
-    Console().print(table)
+    # One table per model: its metric heads the value column; names and ids stay whole
+    # and, when too wide, the data version and then the method are left out first.
+    console = Console()
+    console.print(f"Registered models at {target.shown}", style="bold", markup=False)
+    for model in dict.fromkeys(row["model"] for row in rows):
+        versions = [row for row in rows if row["model"] == model]
+        metrics = {row["metric"] for row in versions}
+        metric = metrics.pop() if len(metrics) == 1 and "" not in metrics else None
+        columns = [
+            Column("version", justify="right"),
+            Column("aliases", name=True),
+            Column("method", name=True, drop=2),
+            *([] if metric else [Column("metric", name=True, drop=1)]),
+            Column(metric or "value", name=True, justify="right"),
+            Column("decision", name=True),
+            Column("data", name=True, drop=3),
+        ]
+        cells = [
+            [
+                row["version"],
+                ", ".join(row["aliases"]) or "-",
+                row["method"] or "-",
+                *([] if metric else [row["metric"] or "-"]),
+                format_value(row["value"]),
+                row["decision"] or "-",
+                (row["data_version"] or "-")[:12],
+            ]
+            for row in versions
+        ]
+        console.print()
+        console.print(fitted_table(model, columns, cells, console.width))
+
+
+def _version_json(row: dict) -> dict:
+    """A registry row with the metric split into name and value and aliases as a list."""
+    metric, _, value = row["metric"].partition(" ")
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        number = None
+    return {
+        "model": row["model"],
+        "version": row["version"],
+        "aliases": [a for a in row["aliases"].split(", ") if a],
+        "method": row["method"],
+        "metric": metric,
+        "value": number,
+        "data_version": row["data_version"],
+        "decision": row["decision"],
+        "run_id": row["run_id"],
+    }
 
 
 @registry_app.command("promote")

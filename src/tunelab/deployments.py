@@ -14,13 +14,29 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import Field
 
 from tunelab.errors import ConfigError
 
 PROJECT_ENV = "TUNELAB_PROJECT"
 PROJECT_FILE = "prefect.yaml"
+
+# The milestone plans bundled in configs/ (relative to the project folder, where workers
+# run the flows): the choices a deployment's run form offers for `config`, next to a free
+# path for any other plan. A test keeps this list and configs/ in step.
+BundledPlan = Literal[
+    "configs/milestone.yaml",
+    "configs/tiny.yaml",
+    "configs/milestone-full.yaml",
+    "configs/retrain.yaml",
+]
+PlanChoice = (
+    Annotated[BundledPlan, Field(title="bundled plan")]
+    | Annotated[str, Field(title="path of a plan", min_length=1)]
+)
 
 
 def project_root(start: Path | None = None) -> Path:

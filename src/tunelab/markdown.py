@@ -5,6 +5,10 @@ act as Markdown or HTML: cells and lines are escaped here, once (``cell``, ``inl
 ``code``); ``table`` expects cells that already are. ``render_html`` is the second line:
 the page it writes shows raw HTML as text, links only to relative paths or http(s), and
 shows images only from the report's own folder, embedded.
+A page refers to its local files (plots, other reports) through a ``FileRefs``: by
+relative path for the copy saved next to them (``RelativeRefs``), or, for a copy shown
+elsewhere, such as a Prefect artifact (``EmbeddedRefs``), with its images inline and its
+files linked where a server holds them, else named as text.
 Plots use matplotlib's object API (``Figure``, rendered by Agg), so no pyplot state or
 GUI backend is involved.
 """
@@ -13,10 +17,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote, unquote, urlparse
 
 MISSING = "–"  # what a cell shows for a missing value
@@ -121,9 +129,31 @@ def link(target: str, folder: Path, text: str | None = None) -> str:
     return f"[{inline(shown)}]({quote(path.as_posix())})"
 
 
+def image(path: Path, folder: Path, alt: str) -> str:
+    """A Markdown image of a local file, by its path relative to ``folder``."""
+    relative = Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve()))
+    return f"![{inline(alt)}]({quote(relative.as_posix())})"
+
+
 def slug(name: str, fallback: str) -> str:
     """``name`` as a file-name part: runs of other characters become one '-'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or fallback
+
+
+def p_value(p: float | None) -> str:
+    """A p-value for people: '0.0123', or '< 0.001' below that; never '0' (resampled and
+    exact p-values are above 0); 'n/a' when there is none."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return f"{p:.3g}" if p >= 0.001 else "< 0.001"
+
+
+def p_value_tag(p: float | None) -> str:
+    """A p-value for a tag that programs read back: '0.0123', or scientific below 0.001
+    ('9.99e-04'); never '0'; 'n/a' when there is none."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return f"{p:.3g}" if p >= 0.001 else f"{p:.2e}"
 
 
 def _missing(value: object) -> bool:
@@ -153,6 +183,112 @@ def save_figure(fig, path: Path) -> Path:
     """Write the figure as PNG to ``path``; returns the path."""
     fig.savefig(path, format="png")
     return path
+
+
+def png_data_uri(path: Path, max_width: int = 640, colors: int = 128) -> str:
+    """The image as a PNG data URI, scaled down to ``max_width`` pixels and reduced to a
+    ``colors`` palette: a plot stays legible at a fraction of its bytes."""
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        picture = opened.convert("RGBA")
+    white = Image.new("RGBA", picture.size, "white")  # transparent parts show as paper
+    picture = Image.alpha_composite(white, picture).convert("RGB")
+    if picture.width > max_width:
+        height = max(1, round(picture.height * max_width / picture.width))
+        picture = picture.resize((max_width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.quantize(colors=colors).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --- references to local files ------------------------------------------------------
+
+
+class FileRefs(Protocol):
+    """How a page refers to local files: links to them and images of them."""
+
+    def link(self, target: str, text: str | None = None) -> str: ...
+
+    def image(self, path: Path, alt: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class RelativeRefs:
+    """For a page saved in ``folder``: files linked and shown by relative path."""
+
+    folder: Path
+
+    def link(self, target: str, text: str | None = None) -> str:
+        return link(target, self.folder, text)
+
+    def image(self, path: Path, alt: str) -> str:
+        return image(path, self.folder, alt)
+
+
+@dataclass(frozen=True)
+class EmbeddedRefs:
+    """For a page shown away from its files (a Prefect artifact in the browser), where a
+    relative path or a local file cannot open: images inline as data URIs (downscaled),
+    files linked at ``url_of(path)`` (a server's copy) or else named as text, never linked.
+
+    Why data URIs: the plots must show whatever the tracking target is. With the local
+    sqlite store no URL serves them, which rules out Prefect image artifacts (they take a
+    URL) and MLflow links; both Prefect UIs render a ``data:image/`` source (the React
+    UI's sanitiser allows it on purpose). With a server, each image also links its copy
+    there at full size, and the page still shows its plots when that server is down.
+    """
+
+    url_of: Callable[[Path], str | None] = lambda path: None
+    root: Path | None = None  # files are named relative to it (the workspace)
+    max_width: int = 640
+    max_bytes: int = 250_000  # an image larger even once downscaled is linked, not inlined
+
+    def link(self, target: str, text: str | None = None) -> str:
+        path = _local_path(target)
+        if path is None:
+            return web_link(target, text)
+        found = self.url_of(path)
+        if found:
+            return web_link(found, path.name if text is None else text)
+        named = code(self.name(path))
+        return named if text is None else f"{inline(text)} ({named})"
+
+    def image(self, path: Path, alt: str) -> str:
+        found = self.url_of(Path(path))
+        source = self._embedded(Path(path))
+        if source is None:
+            if found:
+                return f"![{inline(alt)}]({url(found)})"
+            return f"*{inline(alt)}*: {code(self.name(Path(path)))}"
+        shown = f"![{inline(alt)}]({source})"
+        return shown + (f" {web_link(found, 'full size')}" if found else "")
+
+    def name(self, path: Path) -> str:
+        """The file as text: relative to ``root`` when inside it."""
+        path = Path(path).resolve()
+        if self.root is not None and path.is_relative_to(Path(self.root).resolve()):
+            return path.relative_to(Path(self.root).resolve()).as_posix()
+        return str(path)
+
+    def _embedded(self, path: Path) -> str | None:
+        if IMAGE_TYPES.get(path.suffix.lower()) is None or not path.is_file():
+            return None
+        try:
+            source = png_data_uri(path, self.max_width)
+        except (OSError, ValueError):  # unreadable: shown by name or URL instead
+            return None
+        return source if len(source) <= self.max_bytes else None
+
+
+def _local_path(target: str) -> Path | None:
+    """The local file a link target names (a path or file: URL); None for other URLs."""
+    parsed = urlparse(target)
+    if parsed.scheme.lower() == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme and not re.match(r"^[A-Za-z]:[\\/]", target):
+        return None
+    return Path(target)
 
 
 # --- HTML ---------------------------------------------------------------------------

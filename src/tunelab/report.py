@@ -3,7 +3,9 @@
 ``write_review`` writes ``review.md`` and a self-contained ``review.html`` (its images
 embedded as data URIs) into the folder it is given, with the PNGs the Markdown links by
 relative path: ``comparison-<dataset>.png``, ``loss-<dataset>.png`` and
-``confusion-<dataset>.png``.
+``confusion-<dataset>.png``. It also returns the same page for showing away from the
+folder (a Prefect artifact): its images inline, its files linked where a server holds
+them or named as text (``markdown.EmbeddedRefs``).
 
 Each method's numbers come from the files its run folder holds (``scorecard.json``,
 ``train_result.json``, ``predictions.parquet``), read as plain JSON and Parquet so this
@@ -77,8 +79,20 @@ class ReviewFiles:
     markdown_path: Path
     html_path: Path
     markdown: str
-    # One flat row per method, primitive values only (for a table artifact).
+    # One flat row per method, primitive values only, numbers rounded (a table artifact).
     table: list[dict]
+    # The page shown away from the folder (a Prefect artifact): see the module docstring.
+    published: str = ""
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """The PNGs drawn (or copied) for one dataset; None where there is nothing to show."""
+
+    comparison: Path | None = None
+    loss: Path | None = None
+    confusion: Path | None = None
+    confusion_method: str = ""
 
 
 @dataclass
@@ -117,26 +131,35 @@ class _Run:
         return Path(self.entry.run_dir) / name if self.entry.run_dir else None
 
 
-def write_review(review: Review, folder: Path) -> ReviewFiles:
-    """Write review.md, review.html and their PNGs into ``folder``; return what was written."""
+def write_review(review: Review, folder: Path, published: md.FileRefs | None = None) -> ReviewFiles:
+    """Write review.md, review.html and their PNGs into ``folder``; return what was written,
+    with the page as ``published`` shows it (default: images inline, files named)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     datasets = {d.name: d for d in review.datasets}
     names = list(datasets) + list(
         dict.fromkeys(m.dataset for m in review.methods if m.dataset not in datasets)
     )
-    parts = [_header(review, folder)]
-    table: list[dict] = []
-    for name in names:
-        runs = [_load_run(m) for m in review.methods if m.dataset == name]
-        parts.append(_dataset_section(name, datasets.get(name), runs, folder))
-        table += [_table_row(run) for run in runs]
-    markdown = "\n\n".join(parts) + "\n"
+    loaded = {name: [_load_run(m) for m in review.methods if m.dataset == name] for name in names}
+    # Drawn and read once; each form of the page only refers to them its own way.
+    figures = {name: _draw(name, runs, folder) for name, runs in loaded.items()}
+    differ = {name: _disagreements_part(runs, _task(runs)) for name, runs in loaded.items()}
+
+    def page(refs: md.FileRefs) -> str:
+        parts = [_header(review, refs)]
+        for name, runs in loaded.items():
+            data = datasets.get(name)
+            parts.append(_dataset_section(name, data, runs, figures[name], differ[name], refs))
+        return "\n\n".join(parts) + "\n"
+
+    markdown = page(md.RelativeRefs(folder))
     markdown_path = folder / MARKDOWN_FILE
     markdown_path.write_text(markdown, encoding="utf-8")
     html_path = folder / HTML_FILE
     html_path.write_text(md.render_html(markdown, review.title, folder), encoding="utf-8")
-    return ReviewFiles(folder, markdown_path, html_path, markdown, table)
+    table = [_table_row(run) for runs in loaded.values() for run in runs]
+    shown = page(published or md.EmbeddedRefs())
+    return ReviewFiles(folder, markdown_path, html_path, markdown, table, shown)
 
 
 # --- runs ---------------------------------------------------------------------------
@@ -181,21 +204,27 @@ def _task(runs: list[_Run]) -> str | None:
 
 
 def _table_row(run: _Run) -> dict:
+    """Numbers rounded as the page shows them: a table artifact prints what it is given."""
     entry = run.entry
+    metric = run.card.get("primary_metric")
+    decision = run.registration.decision
+    p_value = _number(decision.p_value) if decision else None
     return {
         "dataset": entry.dataset,
         "method": entry.method,
         "status": "ok" if run.ok else "failed",
-        "primary_metric": run.card.get("primary_metric"),
-        "primary": run.primary,
-        "ci_low": _number(run.card.get("ci_low")) if run.ok else None,
-        "ci_high": _number(run.card.get("ci_high")) if run.ok else None,
-        "wall_seconds": run.cost("wall_seconds"),
-        "peak_rss_mb": run.cost("peak_rss_mb"),
-        "latency_p95_ms": run.cost("latency_p95_ms"),
+        "primary_metric": metric,
+        "primary": _round_metric(run.primary, metric),
+        "ci_low": _round_metric(_number(run.card.get("ci_low")), metric) if run.ok else None,
+        "ci_high": _round_metric(_number(run.card.get("ci_high")), metric) if run.ok else None,
+        "wall_seconds": _round(run.cost("wall_seconds"), 1),
+        "peak_rss_mb": _round(run.cost("peak_rss_mb"), 1),
+        "latency_p95_ms": _round(run.cost("latency_p95_ms"), 2),
         "package": _package(run),
-        "package_size_mb": run.cost("model_size_mb"),
+        "package_size_mb": _round(run.cost("model_size_mb"), 3),
         "decision": run.registration.outcome,
+        "delta": _round_metric(_number(decision.delta), metric) if decision else None,
+        "p_value": None if p_value is None else _p_text(p_value),
         "model_version": entry.model_version,
         "error": None if run.ok else _error(run.error),
     }
@@ -209,14 +238,14 @@ def _error(error: object) -> str:
 # --- sections -----------------------------------------------------------------------
 
 
-def _header(review: Review, folder: Path) -> str:
+def _header(review: Review, refs: md.FileRefs) -> str:
     """Title, time, links and the champion of every registered model."""
     lines = [f"# {md.inline(review.title)}", "", f"- **Created:** {md.inline(review.created)}"]
     if review.flow_run_url:
-        lines.append(f"- **Flow run:** {md.link(review.flow_run_url, folder)}")
+        lines.append(f"- **Flow run:** {refs.link(review.flow_run_url)}")
     if review.mlflow:
         if urlparse(review.mlflow).scheme in ("http", "https"):
-            lines.append(f"- **MLflow:** {md.link(review.mlflow, folder)}")
+            lines.append(f"- **MLflow:** {refs.link(review.mlflow)}")
         else:
             lines.append(f"- **MLflow:** {md.code(review.mlflow)}")
     lines += ["", "## Champions", ""]
@@ -229,23 +258,29 @@ def _header(review: Review, folder: Path) -> str:
     return "\n".join(lines)
 
 
-def _dataset_section(name: str, data: DatasetEntry | None, runs: list[_Run], folder: Path) -> str:
+def _dataset_section(
+    name: str,
+    data: DatasetEntry | None,
+    runs: list[_Run],
+    figures: _Figures,
+    disagreements: str,
+    refs: md.FileRefs,
+) -> str:
     """Everything about one dataset: its data, the methods, charts, examples, decisions."""
     task = _task(runs)
     heading = f"## {md.inline(name)}" + (f" ({md.inline(task)})" if task else "")
-    parts = [heading, _data_part(data, folder), _best_line(runs)]
+    parts = [heading, _data_part(data, refs), _best_line(runs)]
     parts.append(_methods_part(runs, task))
-    parts.append(_comparison_part(name, runs, folder))
-    parts.append(_loss_part(name, runs, folder))
+    parts.append(_comparison_part(name, figures, refs))
+    parts.append(_loss_part(name, figures, refs))
     if task == "classification":
-        parts.append(_confusion_part(name, runs, folder))
-    if task in ("classification", "generation", "chat"):
-        parts.append(_disagreements_part(runs, task))
+        parts.append(_confusion_part(figures, refs))
+    parts.append(disagreements)  # empty for a task without comparable predictions
     parts.append(_decisions_part(runs))
     return "\n\n".join(p for p in parts if p)
 
 
-def _data_part(data: DatasetEntry | None, folder: Path) -> str:
+def _data_part(data: DatasetEntry | None, refs: md.FileRefs) -> str:
     if data is None:
         return "### Data\n\nThis dataset was not prepared in this run."
     rows = ", ".join(f"{md.inline(str(split))} {n:,}" for split, n in data.rows.items())
@@ -258,9 +293,9 @@ def _data_part(data: DatasetEntry | None, folder: Path) -> str:
         f"- **Validation:** {md.inline(data.validation)}",
     ]
     if data.data_docs:
-        lines.append(f"- **Data Docs:** {md.link(data.data_docs, folder)}")
+        lines.append(f"- **Data Docs:** {refs.link(data.data_docs)}")
     if data.report:
-        lines.append(f"- **Dataset report:** {md.link(data.report, folder)}")
+        lines.append(f"- **Dataset report:** {refs.link(data.report)}")
     return "\n".join(lines)
 
 
@@ -324,26 +359,20 @@ def _methods_part(runs: list[_Run], task: str | None) -> str:
     return text
 
 
-def _comparison_part(name: str, runs: list[_Run], folder: Path) -> str:
+def _draw(name: str, runs: list[_Run], folder: Path) -> _Figures:
+    """The dataset's plots as PNGs in ``folder``: drawn once, shown by every page form."""
+    stem = md.slug(name, "dataset")
     scored = [r for r in runs if r.primary is not None]
-    if not scored:
-        return "### Comparison\n\nNo method finished, so there is nothing to compare."
-    path = _plot_comparison(name, scored, folder / f"comparison-{md.slug(name, 'dataset')}.png")
-    return f"### Comparison\n\n![Primary metric per method, {md.inline(name)}]({path.name})"
-
-
-def _loss_part(name: str, runs: list[_Run], folder: Path) -> str:
+    comparison = (
+        _plot_comparison(name, scored, folder / f"comparison-{stem}.png") if scored else None
+    )
     curves = [
         r for r in runs if _loss_points(r.history, "loss") or _loss_points(r.history, "eval_loss")
     ]
-    if not curves:
-        return "### Loss curves\n\nNo method recorded a loss history."
-    path = _plot_losses(name, curves, folder / f"loss-{md.slug(name, 'dataset')}.png")
-    return f"### Loss curves\n\n![Training loss per step, {md.inline(name)}]({path.name})"
-
-
-def _confusion_part(name: str, runs: list[_Run], folder: Path) -> str:
-    """The confusion matrix of the best classifier, copied next to the report."""
+    loss = _plot_losses(name, curves, folder / f"loss-{stem}.png") if curves else None
+    if _task(runs) != "classification":
+        return _Figures(comparison, loss)
+    # The confusion matrix of the best classifier, copied next to the report.
     candidates = []
     for run in runs:
         plot = (run.card.get("plots") or {}).get("confusion_matrix")
@@ -351,18 +380,40 @@ def _confusion_part(name: str, runs: list[_Run], folder: Path) -> str:
         if run.primary is not None and source is not None and source.is_file():
             candidates.append((run.primary, run, source))
     if not candidates:
-        return ""
+        return _Figures(comparison, loss)
     _, best, source = max(candidates, key=lambda c: c[0])
-    target = folder / f"confusion-{md.slug(name, 'dataset')}.png"
-    shutil.copyfile(source, target)
+    confusion = folder / f"confusion-{stem}.png"
+    shutil.copyfile(source, confusion)
+    return _Figures(comparison, loss, confusion, best.method)
+
+
+def _comparison_part(name: str, figures: _Figures, refs: md.FileRefs) -> str:
+    if figures.comparison is None:
+        return "### Comparison\n\nNo method finished, so there is nothing to compare."
+    shown = refs.image(figures.comparison, f"Primary metric per method, {name}")
+    return f"### Comparison\n\n{shown}"
+
+
+def _loss_part(name: str, figures: _Figures, refs: md.FileRefs) -> str:
+    if figures.loss is None:
+        return "### Loss curves\n\nNo method recorded a loss history."
+    return f"### Loss curves\n\n{refs.image(figures.loss, f'Training loss per step, {name}')}"
+
+
+def _confusion_part(figures: _Figures, refs: md.FileRefs) -> str:
+    if figures.confusion is None:
+        return ""
+    method = figures.confusion_method
     return (
-        f"### Confusion matrix of the best classifier: {md.code(best.method)}\n\n"
-        f"![Confusion matrix, {md.inline(best.method)}]({target.name})"
+        f"### Confusion matrix of the best classifier: {md.code(method)}\n\n"
+        f"{refs.image(figures.confusion, f'Confusion matrix, {method}')}"
     )
 
 
-def _disagreements_part(runs: list[_Run], task: str) -> str:
+def _disagreements_part(runs: list[_Run], task: str | None) -> str:
     """Test rows where the finished methods predict differently (rows aligned by position)."""
+    if task not in ("classification", "generation", "chat"):
+        return ""
     import pandas as pd
 
     tables: dict[str, pd.DataFrame] = {}
@@ -639,6 +690,15 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _round_metric(value: float | None, metric: str | None) -> float | None:
+    """As many decimals as the page shows, and one more."""
+    return _round(value, 3 if metric in PERCENT_SCALE else 4)
+
+
 def _fmt_metric(value: float | None, metric: str | None = None) -> str:
     if value is None:
         return NONE
@@ -647,9 +707,15 @@ def _fmt_metric(value: float | None, metric: str | None = None) -> str:
 
 def _fmt_p(value: float | None) -> str:
     """'p = 0.0123', or 'p < 0.001' below that: a p-value is never shown as 0."""
+    text = _p_text(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _p_text(value: float | None) -> str:
+    """'0.0123', or '< 0.001' below that."""
     if value is None:
-        return f"p = {NONE}"
-    return f"p = {value:.3g}" if value >= 0.001 else "p < 0.001"
+        return NONE
+    return f"{value:.3g}" if value >= 0.001 else "< 0.001"
 
 
 def _fmt_number(value: float | None) -> str:

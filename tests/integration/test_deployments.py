@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from services import free_port
@@ -119,6 +120,12 @@ def test_deployments_worker_and_scheduled_retraining(live_services, worker):
         deployment = client.read_deployment_by_name(DEPLOYMENT)
         assert deployment.schedules[0].schedule.cron == "0 3 * * *"
         assert client.read_work_pool("tunelab").type == "process"
+        # The Custom run form: the bundled plans as choices, every parameter described.
+        milestone = client.read_deployment_by_name("milestone/milestone-review")
+        form = milestone.parameter_openapi_schema["properties"]
+        choices = next(o["enum"] for o in form["config"]["anyOf"] if "enum" in o)
+        assert "configs/tiny.yaml" in choices and form["config"]["default"] in choices
+        assert all(form[name].get("description") for name in ("config", "workdir", "refresh"))
 
     parameters = {"config": str(retrain_config(live_services))}
     first = run_deployment(DEPLOYMENT, parameters=parameters, timeout=900)
@@ -127,6 +134,15 @@ def test_deployments_worker_and_scheduled_retraining(live_services, worker):
     target = tracking.setup(Workspace(live_services))
     assert target.is_server
     assert registry.aliases(target, "served-sentiment-classifier") == {"champion": "1"}
+    # The review's plots are inline, each linked at full size to the MLflow server's copy,
+    # which a browser can fetch.
+    with get_client(sync_client=True) as client:
+        review = latest_artifact(client, "retraining-review")
+    assert "](data:image/png;base64," in review
+    link = review.split(" [full size](", 1)[1].split(")", 1)[0]
+    assert link.startswith(f"{target.uri.rstrip('/')}/get-artifact?path=milestone-review%2F")
+    fetched = httpx.get(link, timeout=30)
+    assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
 
     second = run_deployment(DEPLOYMENT, parameters=parameters, timeout=900)
     assert second.state.is_completed()

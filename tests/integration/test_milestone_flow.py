@@ -4,6 +4,7 @@ method's config re-runs only that method."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +32,19 @@ def milestone_workspace(tmp_path_factory, prefect_harness):
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+def latest_artifact(client, key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=1,
+    )
+    assert found, f"no artifact {key}"
+    return found[0].data
+
+
 def plan_methods() -> list[tuple[str, str]]:
     raw = yaml.safe_load(TINY.read_text())
     return [(d, m) for d, methods in raw["datasets"].items() for m in methods]
@@ -55,6 +69,8 @@ def absolute_copy(tmp_path: Path, change: dict | None = None) -> Path:
 def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_workspace):
     import mlflow
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.milestone import milestone
 
@@ -99,12 +115,26 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
     assert "data:image/png;base64," in Path(summary.html).read_text()
 
     with get_client(sync_client=True) as client:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["milestone-review"]))
+        page = latest_artifact(client, "milestone-review")
+        table = json.loads(latest_artifact(client, "milestone-review-table"))
+        data_runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["prepare-data"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
         )
-    assert found and "tfidf" in found[0].data
+    # The artifact shows the plots inline (the Prefect UI cannot open a relative path)
+    # and links no local file; its table holds rounded numbers.
+    assert "tfidf" in page and page.count("](data:image/png;base64,") >= 2
+    assert ".png)" not in page and "](/" not in page and "](../" not in page
+    assert {row["method"] for row in table} == {method for _, method in plan_methods()}
+    for row in table:
+        for key in ("primary", "ci_low", "ci_high", "delta"):
+            assert row[key] is None or round(row[key], 4) == row[key], (key, row)
+        assert row["p_value"] is None or row["p_value"] == "< 0.001" or float(row["p_value"]) > 0
+    # The data subflow's recorded parameters: small records, not whole run configs.
+    datasets = data_runs[0].parameters["datasets"]
+    assert {d["data"]["name"] for d in datasets} == {d for d, _ in plan_methods()}
+    assert len(json.dumps(datasets)) < 400 * len(datasets)
 
 
 def test_a_second_run_reuses_every_step(milestone_workspace):

@@ -31,8 +31,14 @@ def test_registry_story_on_the_local_store(local_store):
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["tunelab.role"] == "baseline" and tags["tunelab.method"] == "baseline-tfidf"
     assert len(tags["tunelab.data_version"]) == 12
-    # Run names: {method}-{model}-{data_version[:8]}.
-    assert run.info.run_name == f"baseline-tfidf-sklearn-{tags['tunelab.data_version'][:8]}"
+    # Run names: <dataset>/<method> <model> data-<data_version[:8]>; the Source is what ran.
+    version = tags["tunelab.data_version"]
+    assert run.info.run_name == f"sentiment/baseline-tfidf sklearn data-{version[:8]}"
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+    # The run spans the baseline's training (it is logged afterwards) and its gate.
+    result = outcomes["strong"].result
+    assert run.info.start_time <= run.info.end_time - result.wall_seconds * 1000
+    assert run.data.metrics["gate.p_value"] > 0
     assert tags["tunelab.git_commit"] and tags["tunelab.config_hash"]
     assert tags["tunelab.version.scikit-learn"]
     assert (
@@ -50,6 +56,20 @@ def test_registry_story_on_the_local_store(local_store):
     assert {"config.yaml", "scorecard.json", "evaluation", "plots", "data", "model"} & artifacts
     note = tags["mlflow.note.content"]
     assert "**promoted**" in note
+
+    # The version carries the run's lineage; its description opens with the decision.
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(NAME, outcomes["strong"].registration.version)
+    for key in ("git_commit", "config_hash", "data_version", "dataset", "method"):
+        assert mv.tags[key] == tags[f"tunelab.{key}"], key
+    assert mv.tags["base_model"] == "tfidf-logreg" and mv.tags["run_key"]
+    # v2 was promoted by the gate, demoted by hand, then restored by the rollback.
+    assert mv.description.startswith("**Promotion gate: restored by rollback** (alias `champion`")
+    weak = client.get_model_version(NAME, outcomes["weak"].registration.version)
+    assert weak.description.startswith("**Promotion gate: not promoted** (alias `challenger`)")
+    assert float(mv.tags["gate.p_value"]) > 0
+    described = client.get_registered_model(NAME).description
+    assert "`tfidf-logreg` (scikit-learn), `tiny-bert` (encoder)" in described
 
     weak_run = mlflow.get_run(outcomes["weak"].registration.run_id)
     history = mlflow.MlflowClient().get_metric_history(weak_run.info.run_id, "curve/train_loss")

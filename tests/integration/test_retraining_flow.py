@@ -26,18 +26,18 @@ def bundled_rows() -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
 
 
-def latest_decision_artifact() -> str:
+def latest_artifact(key: str = "retraining-decision") -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retraining-decision"])),
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
             sort=ArtifactSort.CREATED_DESC,
             limit=1,
         )
-    return found[0].data
+    return found[0].data if found else ""
 
 
 @pytest.fixture
@@ -78,10 +78,15 @@ def test_retraining_skips_unchanged_data_and_gates_changed_data(retrain_setup):
     assert first.retrained == ["fresh-sentiment"]
     assert registry.aliases(target, NAME) == {"champion": "1"}
     champion_data = registry.champion_data_version(target, NAME)
+    # Its review is published under the retraining flow's own keys, not the milestone's.
+    review = latest_artifact("retraining-review")
+    assert review.startswith("# Retraining test") and "](data:image/png;base64," in review
+    assert "fresh-sentiment" in latest_artifact("retraining-review-table")
+    assert "# Retraining test" not in latest_artifact("milestone-review")
 
     unchanged = scheduled_retraining(str(config), str(workspace.root))
     assert unchanged.retrained == [] and unchanged.skipped == ["fresh-sentiment"]
-    artifact = latest_decision_artifact()
+    artifact = latest_artifact()
     assert f"skipped: data unchanged (version {champion_data})" in artifact
     assert len(registry.list_versions(target, NAME)) == 1
 
@@ -89,7 +94,7 @@ def test_retraining_skips_unchanged_data_and_gates_changed_data(retrain_setup):
     pd.concat([pd.read_csv(source), bundled_rows().iloc[400:600]]).to_csv(source, index=False)
     changed = scheduled_retraining(str(config), str(workspace.root))
     assert changed.retrained == ["fresh-sentiment"]
-    assert "retraining" in latest_decision_artifact()
+    assert "retraining" in latest_artifact()
     row = changed.methods[0]
     assert row.registration.version == "2"
     v2 = registry.version_info(target, NAME, "2")

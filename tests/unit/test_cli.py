@@ -2,6 +2,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -228,3 +229,358 @@ def test_other_os_errors_are_not_called_file_system_errors(tmp_path, monkeypatch
     config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
     result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config])
     assert result.exit_code != 10 and isinstance(result.exception, ConnectionResetError)
+
+
+# ---------------------------------------------------------------- quiet runs, tables, JSON
+
+
+def _summary(tmp_path):
+    """A finished milestone as `tunelab run` gets it from the flow: a long-named dataset,
+    a promoted method (p below 0.001), a baseline and an optional method that failed."""
+    import json
+    from dataclasses import dataclass, field
+
+    from tunelab.lifecycle.gate import Decision
+    from tunelab.pipeline.records import MethodRecord, Registration
+
+    run_dir = tmp_path / "runs" / "lora"
+    run_dir.mkdir(parents=True)
+    card = {"status": "ok", "primary_metric": "macro_f1", "primary": 0.7923}
+    card |= {"ci_low": 0.7011, "ci_high": 0.8604, "ci_level": 0.95}
+    (run_dir / "scorecard.json").write_text(json.dumps(card))
+    dataset = "customer-support-tickets"
+    decision = Decision(promote=True, reason="better", metric="macro_f1", p_value=0.0)
+    promoted = Registration(model_name=f"{dataset}-classifier", version="12", decision=decision)
+    methods = [
+        MethodRecord(dataset, "lora-all-linear", run_dir=str(run_dir), registration=promoted),
+        MethodRecord(dataset, "majority", run_dir=str(run_dir), reused=["train", "evaluate"]),
+        MethodRecord(dataset, "dpo", required=False).fail("train", "TrainingError: diverged"),
+    ]
+    methods[1].registration = Registration(not_registered="a baseline")
+
+    @dataclass
+    class Summary:
+        methods: list
+        title: str = "Milestone review (tiny models)"
+        report: str = "reports/milestone/20261129T104500Z/review.md"
+        html: str = "reports/milestone/20261129T104500Z/review.html"
+        wall_seconds: float = 61.5
+        reused_steps: int = 2
+        finished_steps: int = 6
+        champions: dict = field(default_factory=lambda: {f"{dataset}-classifier": "12"})
+
+        def failed_required(self):
+            return [m for m in self.methods if not m.ok and m.required]
+
+    return Summary(methods)
+
+
+def _fake_milestone(summary):
+    from tunelab import console
+
+    def milestone(config, workdir, refresh):
+        print("{'loss': 0.69, 'grad_norm': 1.2, 'epoch': 1.0}")  # a Trainer log dict
+        for record in summary.methods:
+            call = SimpleNamespace(label=record.label, step="train")
+            console.step_started(call)
+            value = SimpleNamespace(run_dir=record.run_dir, seconds=1.0)
+            console.step_finished(call, SimpleNamespace(value=value, failed=False, reused=False))
+        return summary
+
+    return milestone
+
+
+def _run_args(tmp_path, *extra):
+    return ["--workdir", str(tmp_path), "run", str(CONFIGS / "tiny.yaml"), *extra]
+
+
+def test_run_prints_a_final_table_that_fits_80_columns(tmp_path, monkeypatch):
+    import flows.milestone
+
+    summary = _summary(tmp_path)
+    monkeypatch.setattr(flows.milestone, "milestone", _fake_milestone(summary))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = CliRunner().invoke(app, _run_args(tmp_path))
+    assert result.exit_code == 0, result.output
+    table = result.stdout
+    assert max(len(line) for line in table.splitlines()) <= 80, table
+    for name in ("customer-support-tickets", "lora-all-linear", "majority", "not registered"):
+        assert name in table, f"{name} was split:\n{table}"
+    assert "0.792" in table and "0.70-0.86" in table and "promoted" in table
+    assert "< 0.001" in table and "failed (train)" in table
+    assert "customer-support-tickets/dpo: train: TrainingError: diverged" in table
+    # Progress on stderr: one line per finished step, "method k of N"; the chatter is logged.
+    assert "[1/9] customer-support-tickets/lora-all-linear train 1.0 s" in result.stderr
+    assert "grad_norm" not in result.output
+    logs = list((tmp_path / ".tunelab" / "logs").glob("*-run.log"))
+    assert len(logs) == 1 and "grad_norm" in logs[0].read_text()
+    assert result.stderr.count(f"Log: {logs[0]}") == 2  # at the start and at the end
+
+
+RUN_METHOD_KEYS = {
+    "dataset",
+    "method",
+    "required",
+    "status",
+    "error",
+    "reused",
+    "seconds",
+    "run_dir",
+    "primary",
+    "mlflow_run_id",
+    "outcome",
+    "registered",
+    "aliases",
+    "gate",
+}
+
+
+def test_run_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
+    import json
+
+    import flows.milestone
+
+    monkeypatch.setattr(flows.milestone, "milestone", _fake_milestone(_summary(tmp_path)))
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--json"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {
+        "ok",
+        "title",
+        "wall_seconds",
+        "steps",
+        "review",
+        "log",
+        "champions",
+        "methods",
+    }
+    assert data["ok"] is True and data["steps"] == {"reused": 2, "finished": 6}
+    assert data["champions"] == {"customer-support-tickets-classifier": "12"}
+    lora, majority, dpo = data["methods"]
+    assert all(set(m) == RUN_METHOD_KEYS for m in data["methods"])
+    assert lora["primary"] == {
+        "name": "macro_f1",
+        "value": 0.7923,
+        "ci_low": 0.7011,
+        "ci_high": 0.8604,
+        "ci_level": 0.95,
+    }
+    assert lora["outcome"] == "promoted" and lora["gate"]["p_value"] == 0.0
+    assert lora["registered"] == {"model": "customer-support-tickets-classifier", "version": "12"}
+    assert majority["outcome"] == "not registered" and majority["gate"] is None
+    assert dpo["status"] == "failed" and dpo["primary"] is None
+    assert "[1/9]" in result.stderr
+
+
+def test_a_failure_is_printed_once_and_the_libraries_copies_go_to_the_log(tmp_path, monkeypatch):
+    """Prefect's task and flow run loggers report the failure too; only the CLI prints it."""
+    import json
+    import logging
+
+    import flows.milestone
+    from tunelab.errors import DataValidationError
+
+    message = "Data gate failed for tiny-sentiment: 3 rows leak from train into test"
+
+    def failing(config, workdir, refresh):
+        logging.getLogger("prefect.task_runs").error("Task run failed: %s", message)
+        logging.getLogger("prefect.flow_runs").error("Finished in state Failed(%r)", message)
+        print(f"DataValidationError: {message}")
+        raise DataValidationError(message)
+
+    monkeypatch.setattr(flows.milestone, "milestone", failing)
+    result = CliRunner().invoke(app, _run_args(tmp_path))
+    assert result.exit_code == 3, result.output
+    assert result.output.count(message) == 1 and "Traceback" not in result.output
+    (log,) = (tmp_path / ".tunelab" / "logs").glob("*-run.log")
+    assert log.read_text().count(message) == 3
+
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--json"))
+    assert result.exit_code == 3
+    error = json.loads(result.stdout)
+    assert error == {
+        "ok": False,
+        "error": {"type": "DataValidationError", "message": message, "exit_code": 3},
+    }
+    assert result.stderr.count(message) == 1
+
+
+def test_a_read_only_reports_folder_is_one_error_and_nothing_is_lost(tmp_path, monkeypatch):
+    """The review cannot be written: exit 10, one line naming the folder; earlier reviews
+    and the runs stay as they were."""
+    import os
+
+    import flows.milestone
+
+    folder = tmp_path / "reports" / "milestone"
+    earlier = folder / "20261128T090000Z" / "review.md"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("the earlier review")
+    run_file = tmp_path / "runs" / "tiny-sentiment" / "lora" / "scorecard.json"
+    run_file.parent.mkdir(parents=True)
+    run_file.write_text("{}")
+
+    def milestone(config, workdir, refresh):
+        review = folder / "20261129T104500Z"
+        if os.access(folder, os.W_OK):  # root: the mode does not stop it, so simulate it
+            raise PermissionError(13, "Permission denied", str(review))
+        review.mkdir()
+        (review / "review.md").write_text("never written")
+
+    monkeypatch.setattr(flows.milestone, "milestone", milestone)
+    for path in (earlier.parent, folder, folder.parent):
+        path.chmod(0o555)
+    try:
+        result = CliRunner().invoke(app, _run_args(tmp_path))
+    finally:
+        for path in (folder.parent, folder, earlier.parent):
+            path.chmod(0o755)
+    assert result.exit_code == 10, result.output
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+    assert result.output.count(str(folder / "20261129T104500Z")) == 1
+    assert "write access" in result.output and "What finished is kept" in result.output
+    assert earlier.read_text() == "the earlier review" and run_file.read_text() == "{}"
+    assert sorted(p.name for p in folder.iterdir()) == ["20261128T090000Z"]
+
+
+def test_train_json(tmp_path, monkeypatch):
+    import json
+
+    from tunelab.lifecycle.gate import Decision
+    from tunelab.pipeline import method
+    from tunelab.pipeline.records import Registration
+
+    result_ = SimpleNamespace(
+        dataset="sentiment",
+        method="lora",
+        model="minilm-l6",
+        output_dir=str(tmp_path / "runs" / "lora"),
+        metrics={"train_loss": 0.5},
+        trainable_params=74883,
+        total_params=22_700_000,
+        wall_seconds=3.2,
+        device="cpu",
+        precision="fp32",
+    )
+    card = SimpleNamespace(
+        ok=True,
+        error=None,
+        primary_metric="macro_f1",
+        primary=0.79,
+        ci_low=0.7,
+        ci_high=0.86,
+        ci_level=0.95,
+        test_rows=70,
+        metrics={"macro_f1": 0.79, "accuracy": 0.8},
+    )
+    decision = Decision(promote=False, reason="not significant", metric="macro_f1", p_value=0.086)
+    done = Registration(model_name="sentiment-classifier", version="3", decision=decision)
+    outcome = SimpleNamespace(result=result_, card=card, registration=done)
+    monkeypatch.setattr(method, "train_and_register", lambda cfg, workspace: outcome)
+    config = str(CONFIGS / "tiny" / "sentiment-majority.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "train", config, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True and data["primary"]["value"] == 0.79
+    assert data["outcome"] == "not promoted" and data["gate"]["p_value"] == 0.086
+    assert data["params"] == {"trainable": 74883, "total": 22_700_000}
+    assert data["log"].endswith("-train.log")
+
+
+def test_registry_list_json_and_80_columns(tmp_path, monkeypatch):
+    import json
+
+    from tunelab import cli
+    from tunelab.lifecycle import registry
+
+    name = "customer-support-tickets-classifier"
+    rows = [
+        {
+            "model": name,
+            "version": str(v),
+            "aliases": "champion, previous" if v == 2 else "",
+            "method": "lora-all-linear",
+            "metric": f"macro_f1 0.7{v}23456",
+            "data_version": "0123456789abcdef0123",
+            "decision": "promoted" if v == 2 else "not promoted",
+            "run_id": f"run{v}",
+        }
+        for v in (1, 2)
+    ]
+    monkeypatch.setattr(cli, "_tracking", lambda: SimpleNamespace(shown="sqlite:///mlflow.db"))
+    monkeypatch.setattr(registry, "list_versions", lambda target, name: rows)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = CliRunner().invoke(app, ["registry", "list"])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    assert name in result.stdout and "champion, previous" in result.stdout
+    result = CliRunner().invoke(app, ["registry", "list", "--json"])
+    data = json.loads(result.stdout)
+    assert data["tracking"] == "sqlite:///mlflow.db"
+    assert data["versions"][1] == {
+        "model": name,
+        "version": "2",
+        "aliases": ["champion", "previous"],
+        "method": "lora-all-linear",
+        "metric": "macro_f1",
+        "value": 0.7223456,
+        "data_version": "0123456789abcdef0123",
+        "decision": "promoted",
+        "run_id": "run2",
+    }
+
+
+def test_data_show_and_models_list_json(tmp_path, monkeypatch):
+    import json
+
+    from tunelab import models
+    from tunelab.data import versioning
+
+    version = SimpleNamespace(
+        version="20261129-abcdef12",
+        created="2026-11-29T10:00:00+00:00",
+        rows={"train": 240, "validation": 30, "test": 30},
+        metadata={"source": "bundled:sentiment"},
+    )
+    monkeypatch.setattr(versioning, "list_datasets", lambda workspace: ["sentiment"])
+    monkeypatch.setattr(versioning, "list_versions", lambda name, workspace: [version])
+    monkeypatch.setattr(versioning, "current_version", lambda name, workspace: version)
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "data", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["datasets"] == [
+        {
+            "name": "sentiment",
+            "current": "20261129-abcdef12",
+            "versions": [
+                {
+                    "version": "20261129-abcdef12",
+                    "current": True,
+                    "created": "2026-11-29T10:00:00+00:00",
+                    "rows": {"train": 240, "validation": 30, "test": 30},
+                    "source": "bundled:sentiment",
+                }
+            ],
+        }
+    ]
+    row = {"name": "tiny-bert", "description": "a tiny random BERT", "tasks": ["classification"]}
+    row |= {"family": "bert", "path": None, "ready": False}
+    monkeypatch.setattr(models, "alias_status", lambda: [row])
+    result = CliRunner().invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"models": [row]}
+
+
+def test_init_writes_a_project_and_refuses_to_overwrite(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    rows = ["prompt,response"] + [f"Repeat {w},{w}" for w in ("apple", "river", "stone") * 10]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    first = CliRunner().invoke(app, ["init", "pairs.csv", "--name", "pairs", "--json"])
+    assert first.exit_code == 0, first.output
+    made = json.loads(first.stdout)
+    assert made["task"] == "generation" and made["method"] == "lora"
+    assert Path(made["config"]).is_file() and Path(made["milestone"]).is_file()
+    again = CliRunner().invoke(app, ["init", "pairs.csv", "--name", "pairs"])
+    assert again.exit_code == 2 and "already exist" in again.output

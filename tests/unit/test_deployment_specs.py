@@ -36,6 +36,13 @@ def test_outside_a_project_the_error_says_what_to_do(monkeypatch, tmp_path):
         deployments.project_root()
 
 
+def test_the_deployments_default_to_bundled_plans():
+    from typing import get_args
+
+    for spec in deployments.specs(ROOT):
+        assert spec.parameters["config"] in get_args(deployments.BundledPlan), spec.name
+
+
 def test_schedules_come_from_prefect_yaml_unless_overridden():
     milestone, retraining = deployments.specs(ROOT)
     assert milestone.schedule() is None and milestone.schedule_text("0 1 * * *") == "manual"

@@ -15,7 +15,7 @@ import pytest
 from tunelab import config
 from tunelab.lifecycle import live, tracking
 from tunelab.lifecycle.registry import KEY_TAG
-from tunelab.runs import RESULT_FILE, TrainResult, run_name
+from tunelab.runs import RESULT_FILE, TrainResult
 from tunelab.scorecard import Scorecard
 from tunelab.workspace import Workspace
 
@@ -90,7 +90,8 @@ def test_a_new_run_is_open_nested_and_tagged_before_training(store, cfg, folder)
     assert not run.resumed
     assert live.LiveRun.read(folder) == run
     found = client(target).get_run(run.run_id)
-    assert found.info.status == "RUNNING" and found.info.run_name == run_name(cfg, VERSION)
+    assert found.info.status == "RUNNING"
+    assert found.info.run_name == f"{cfg.data.name}/lora tiny-bert data-{VERSION[:8]}"
     assert found.info.experiment_id == tracking.experiment_for(target, cfg.data.name)
     tags = found.data.tags
     assert tags[tracking.PARENT_TAG] == parent
@@ -99,6 +100,47 @@ def test_a_new_run_is_open_nested_and_tagged_before_training(store, cfg, folder)
     assert tags["tunelab.data_version"] == VERSION
     assert tags["tunelab.run_dir"] == folder.name
     assert tags["tunelab.config_hash"] == cfg.config_hash()
+    # The Source says what ran: the pipeline's flow and the method, not engine.py.
+    assert tags["mlflow.source.name"] == f"flow milestone: {cfg.data.name}/lora"
+    assert tags["mlflow.source.type"] == "JOB"
+
+
+def test_a_parent_run_is_named_by_its_pipeline_and_lasts_until_its_review(store, tmp_path):
+    workspace, target = store
+    parent = tracking.start_parent(target, "parents", "milestone", {"tunelab.pipeline": "m"})
+    run = client(target).get_run(parent)
+    assert run.info.run_name == "parents/milestone" and run.info.status == "RUNNING"
+    assert run.data.tags["mlflow.source.name"] == "flow milestone: parents"
+    assert run.data.tags["mlflow.source.type"] == "JOB"
+    tracking.end_parent(target, parent, failed=True)
+    ended = client(target).get_run(parent).info.end_time
+    time.sleep(0.02)
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "review.md").write_text("# review\n")
+    tracking.log_folder(target, parent, tmp_path / "review", "milestone-review")
+    after = client(target).get_run(parent).info
+    assert after.status == "FAILED" and after.end_time > ended  # the review is inside it
+
+
+def test_a_run_logged_after_training_is_dated_back_to_its_start(store, cfg, folder):
+    """A baseline has no live run: its run is created when it is logged, starting when
+    its training started (the record's time less its wall time)."""
+    workspace, target = store
+    result, card = trained(cfg, folder, None)
+    result.wall_seconds = 30.0
+    result.save()
+    trained_at = int(time.time()) - 100  # whole seconds: the file's time holds them exactly
+    os.utime(folder / RESULT_FILE, (trained_at, trained_at))
+    training_start = int((trained_at - 30.0) * 1000)
+    parent = tracking.start_parent(target, cfg.data.name, "milestone", {})
+    tracked = tracking.log_run(cfg, result, card, workspace, target, parent, {KEY_TAG: "old"})
+    run = client(target).get_run(tracked.run_id)
+    assert run.info.start_time <= training_start
+    assert run.info.end_time >= int(time.time() * 1000) - 60_000  # ended when logged
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.PARENT_TAG] == parent
+    assert run.info.run_name == f"{cfg.data.name}/lora tiny-bert data-{VERSION[:8]}"
+    assert run.data.tags["mlflow.source.type"] == "LOCAL"
 
 
 def test_a_resumed_run_continues_its_mlflow_run_a_retrained_one_gets_a_new_one(store, cfg, folder):

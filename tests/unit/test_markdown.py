@@ -87,3 +87,75 @@ def test_model_card_escapes_labels_notes_and_names(tmp_path):
     assert_inert(page)
     assert "<a" not in page and "<img" not in page and "<b>" not in page
     assert page.count("[x](javascript:alert(1)) ![](http://evil.example/x.png)") == 2
+
+
+def write_wide_png(path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3), dpi=100)
+    fig.subplots().plot([0, 1, 0.5], label="loss")
+    fig.savefig(path, format="png")
+
+
+def decoded(data_uri):
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert data_uri.startswith("data:image/png;base64,")
+    raw = base64.b64decode(data_uri.split(",", 1)[1])
+    return raw, Image.open(io.BytesIO(raw))
+
+
+def test_png_data_uri_downscales_and_shrinks(tmp_path):
+    path = tmp_path / "wide.png"
+    write_wide_png(path)
+    raw, image = decoded(md.png_data_uri(path, max_width=480))
+    assert image.width == 480 and image.height == 120  # 1200 x 300, aspect kept
+    assert len(raw) < path.stat().st_size
+
+
+def test_relative_refs_link_and_show_files_next_to_the_page(tmp_path):
+    refs = md.RelativeRefs(tmp_path / "review")
+    assert refs.image(tmp_path / "review" / "loss a.png", "Loss [x]") == (
+        "![Loss \\[x\\]](loss%20a.png)"
+    )
+    assert refs.link(str(tmp_path / "data" / "report.md")) == "[report.md](../data/report.md)"
+
+
+def test_embedded_refs_inline_images_and_never_link_a_local_file(tmp_path):
+    write_png(tmp_path / "plot.png")
+    refs = md.EmbeddedRefs(root=tmp_path)
+
+    shown = refs.image(tmp_path / "plot.png", "A plot")
+    assert shown.startswith("![A plot](data:image/png;base64,") and shown.endswith(")")
+    # A file the page cannot reach is named as text, relative to the workspace.
+    assert refs.link(str(tmp_path / "reports" / "r.md")) == "`reports/r.md`"
+    assert refs.link(str(tmp_path / "docs" / "index.html"), "Docs") == ("Docs (`docs/index.html`)")
+    assert refs.image(tmp_path / "missing.png", "Gone") == "*Gone*: `missing.png`"
+    # Web addresses stay links; other schemes are text.
+    assert refs.link("https://h.example/a", "h") == "[h](https://h.example/a)"
+    assert refs.link("javascript:alert(1)", "run") == "run"
+    assert "<a" not in page_of(refs.link(str(tmp_path / "x.md")), tmp_path)
+
+
+def test_embedded_refs_link_a_servers_copy_when_there_is_one(tmp_path):
+    write_png(tmp_path / "plot.png")
+
+    def url_of(path):
+        return f"http://mlflow.example/get-artifact?path=r/{path.name}&run_uuid=1"
+
+    refs = md.EmbeddedRefs(url_of=url_of, root=tmp_path)
+    shown = refs.image(tmp_path / "plot.png", "A plot")
+    assert "](data:image/png;base64," in shown
+    assert shown.endswith(
+        "[full size](http://mlflow.example/get-artifact?path=r/plot.png&run_uuid=1)"
+    )
+    # Over the size budget even downscaled: shown from the server, not inlined.
+    assert md.EmbeddedRefs(url_of=url_of, max_bytes=100).image(tmp_path / "plot.png", "P") == (
+        "![P](http://mlflow.example/get-artifact?path=r/plot.png&run_uuid=1)"
+    )
+    assert refs.link(str(tmp_path / "report.md")) == (
+        "[report.md](http://mlflow.example/get-artifact?path=r/report.md&run_uuid=1)"
+    )

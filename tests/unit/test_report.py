@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from html_check import HOSTILE, assert_inert
 
+from tunelab import markdown
 from tunelab.lifecycle.gate import Decision
 from tunelab.lifecycle.tracking import TrackedRun
 from tunelab.pipeline.records import MethodRecord, Registration
@@ -314,6 +315,7 @@ def test_table_has_one_flat_row_per_method(review, tmp_path):
     assert lora["status"] == "ok" and lora["primary_metric"] == "macro_f1"
     assert (lora["primary"], lora["ci_low"], lora["ci_high"]) == (0.9, 0.85, 0.95)
     assert lora["decision"] == "promoted" and lora["latency_p95_ms"] == 7.9
+    assert (lora["delta"], lora["p_value"]) == (0.567, "0.004")
     assert table[0]["decision"] == "not registered"
     assert table[2]["status"] == "failed" and table[3]["status"] == "failed"
     assert table[3]["primary"] is None  # NaN becomes None
@@ -392,6 +394,10 @@ def test_hostile_data_model_and_error_text_is_shown_as_text(tmp_path):
     assert "**loud**" in page and "<strong>loud</strong>" not in page
     assert "hunter2" not in files.markdown and "tok123" not in files.markdown
     assert "hunter2" not in page and "tok123" not in page
+    # The published page (a Prefect artifact) escapes the same text the same way.
+    assert "- **Flow run:** javascript:alert(2)\n" in files.published
+    assert_inert(markdown.render_html(files.published, "t", tmp_path / "out"))
+    assert "hunter2" not in files.published and "tok123" not in files.published
 
 
 def test_p_values_read_p_equals_or_p_below(review, tmp_path):
@@ -401,3 +407,51 @@ def test_p_values_read_p_equals_or_p_below(review, tmp_path):
         decisions = section(write_review(review, tmp_path / "out").markdown, "Promotion", "reviews")
         assert f"paired bootstrap, {shown} (n=4)" in decisions
         assert "p = <" not in decisions and "p = 0 " not in decisions
+
+
+def test_table_numbers_are_rounded_and_p_values_never_zero(review, tmp_path):
+    lora_dir = tmp_path / "runs" / "lora"
+    card = json.loads((lora_dir / "scorecard.json").read_text())
+    card.update(primary=0.912345678901, ci_low=0.8765432109, ci_high=0.95000000001)
+    card["costs"].update(wall_seconds=95.123456, peak_rss_mb=812.44444, model_size_mb=0.35123456)
+    (lora_dir / "scorecard.json").write_text(json.dumps(card))
+    lora = review.methods[1].registration
+    lora.decision = dataclasses.replace(lora.decision, p_value=0.0, delta=0.5670000001)
+
+    row = write_review(review, tmp_path / "out").table[1]
+    assert (row["primary"], row["ci_low"], row["ci_high"]) == (0.9123, 0.8765, 0.95)
+    assert (row["wall_seconds"], row["peak_rss_mb"], row["package_size_mb"]) == (95.1, 812.4, 0.351)
+    assert (row["delta"], row["p_value"]) == (0.567, "< 0.001")
+    assert json.dumps(row).count("0000") == 0  # no float noise reaches the artifact
+
+
+def test_published_review_shows_plots_inline_and_names_local_files(review, tmp_path):
+    files = write_review(review, tmp_path / "out", markdown.EmbeddedRefs(root=tmp_path))
+
+    page = files.published
+    assert page.count("](data:image/png;base64,") == 5  # 2 comparisons, 2 losses, confusion
+    for stem in ("comparison-", "loss-", "confusion-"):
+        assert f"]({stem}" not in page
+    # No link to a local file (it could not open from the browser): its path as text.
+    assert "- **Dataset report:** `data-reports/reviews/report.md`" in page
+    assert "](../" not in page and "](/" not in page
+    assert "[http://127.0.0.1:8000/docs/index.html](http://127.0.0.1:8000/docs/index.html)" in page
+    # The rest of the page is the same as the saved one.
+    assert section(page, "Methods", "reviews") == section(files.markdown, "Methods", "reviews")
+    assert "](comparison-reviews.png)" in files.markdown  # the file keeps relative paths
+
+
+def test_published_review_links_the_copies_a_server_holds(review, tmp_path):
+    def url_of(path):
+        return f"http://mlflow.example:5000/get-artifact?path=x/{path.name}&run_uuid=r1"
+
+    refs = markdown.EmbeddedRefs(url_of=url_of, root=tmp_path)
+    page = write_review(review, tmp_path / "out", refs).published
+
+    assert page.count("](data:image/png;base64,") == 5
+    assert page.count(" [full size](http://mlflow.example:5000/get-artifact?path=x/") == 5
+    assert "[full size](http://mlflow.example:5000/get-artifact?path=x/loss-summaries.png" in page
+    assert (
+        "- **Dataset report:** "
+        "[report.md](http://mlflow.example:5000/get-artifact?path=x/report.md&run_uuid=r1)"
+    ) in page

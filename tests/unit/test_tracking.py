@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tunelab import config
+from tunelab import markdown as md
 from tunelab.errors import TrackingError
 from tunelab.lifecycle import tracking
+from tunelab.runs import RESULT_FILE, TrainResult
 from tunelab.workspace import Workspace
 
 
@@ -187,3 +192,121 @@ def test_params_are_the_flattened_redacted_config():
 
 def test_git_state_outside_a_repository_is_unknown(tmp_path):
     assert tracking.git_state(tmp_path) == (None, None)
+
+
+# ---------------------------------------------------------------- what MLflow shows
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_run_names_say_dataset_method_and_model():
+    lora = config.load(CONFIGS / "tiny" / "sentiment-lora.yaml")
+    tfidf = config.load(CONFIGS / "tiny" / "sentiment-tfidf.yaml")
+    assert tracking.mlflow_run_name(lora, "0123456789ab") == (
+        "tiny-sentiment/lora tiny-bert data-01234567"
+    )
+    assert tracking.mlflow_run_name(tfidf, None) == (
+        "tiny-sentiment/baseline-tfidf sklearn data-unversioned"
+    )
+
+
+def test_the_source_is_the_command_line_redacted_or_none_outside_the_cli():
+    argv = [
+        "/opt/venv/bin/tunelab",
+        "train",
+        "configs/x.yaml",
+        "registry.tracking_uri=http://u:pw@h",
+    ]
+    assert tracking.command_line(argv) == (
+        "tunelab train configs/x.yaml registry.tracking_uri=http://***@h"
+    )
+    assert tracking.command_line(["python", "-m", "pytest"]) is None
+    assert tracking.command_line(["/x/tunelab/cli.py", "run"]) == "tunelab run"
+
+
+def test_source_tags_name_the_flow_or_the_command(monkeypatch):
+    cfg = config.load(CONFIGS / "tiny" / "sentiment-lora.yaml")
+    flow = tracking.source_tags(cfg, {"tunelab.pipeline": "milestone"})
+    assert flow == {
+        "mlflow.source.name": "flow milestone: tiny-sentiment/lora",
+        "mlflow.source.type": "JOB",
+    }
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/tunelab", "train", "configs/tiny/x.yaml"])
+    local = tracking.source_tags(cfg)
+    assert local["mlflow.source.name"] == "tunelab train configs/tiny/x.yaml"
+    assert local["mlflow.source.type"] == "LOCAL"
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    assert tracking.source_tags(cfg)["mlflow.source.name"] == "tunelab: tiny-sentiment/lora"
+    tags = tracking.training_tags(cfg, "v1", "lora-tiny-bert-0123456789", {}, {"torch": "2"})
+    assert tags["mlflow.source.type"] == "LOCAL" and "mlflow.source.name" in tags
+
+
+def test_a_baseline_run_is_dated_back_to_when_its_training_started(tmp_path):
+    result = TrainResult("baseline", "tfidf-logreg", "d", "classification", str(tmp_path))
+    assert tracking.training_started_ms(result) is None  # no record on disk
+    result.wall_seconds = 5.0
+    result.save()
+    ended = int(time.time()) - 60  # whole seconds: the file's time holds them exactly
+    os.utime(tmp_path / RESULT_FILE, (ended, ended))
+    assert tracking.training_started_ms(result) == int((ended - 5.0) * 1000)
+
+
+@pytest.mark.parametrize("p", [0.000999, 2 / 1001, 1e-12, 1e-301, 0.0123, 0.05, 1.0])
+def test_p_values_never_read_zero(p):
+    shown, tagged = md.p_value(p), md.p_value_tag(p)
+    assert shown not in ("0", "0.0", "0.000") and tagged not in ("0", "0.0", "0.000")
+    assert float(tagged) > 0 and float(tagged) == pytest.approx(p, rel=0.01)
+    if p < 0.001:
+        assert shown == "< 0.001"
+    assert md.p_value(float("nan")) == "n/a" and md.p_value(None) == "n/a"
+
+
+def test_the_decision_line_and_tags_show_a_tiny_p_value():
+    from tunelab.lifecycle import gate, model_card, registry
+
+    decision = gate.Decision(
+        promote=True,
+        reason="r",
+        metric="macro_f1",
+        versus="majority class 'positive' (built in)",
+        challenger=0.81,
+        reference=0.6,
+        delta=0.21,
+        p_value=0.000999,
+        test="paired_bootstrap",
+        n=120,
+        delta_ci_low=0.1,
+        delta_ci_high=0.3,
+    )
+    line = model_card.decision_line(decision, "champion")
+    assert line.startswith("**Promotion gate: promoted** (alias `champion`): macro_f1 0.8100")
+    assert "paired bootstrap p < 0.001 (n=120)" in line and "p = 0" not in line
+    assert "required delta >= 0 and p <= 0.05." in line and "\n" not in line
+    tags = registry.decision_tags(decision)
+    assert tags["gate.p_value"] == "9.99e-04" and float(tags["gate.p_value"]) == 0.000999
+    assert tags["gate.required"] == "delta >= 0 and p <= 0.05"
+    card = "# the card\n\ntext\n"
+    first = model_card.with_decision(card, line)
+    assert first == f"{line}\n\n{card}"
+    again = model_card.with_decision(first, "**Promotion gate: restored by rollback**.")
+    assert again == f"**Promotion gate: restored by rollback**.\n\n{card}"
+
+
+def test_the_registered_model_description_says_use_promotion_and_review():
+    from tunelab.lifecycle import model_card
+
+    cfg = config.load(
+        CONFIGS / "tiny" / "sentiment-lora.yaml",
+        ["registry.significance=0.01", "registry.min_improvement=0.02"],
+    )
+    text = model_card.describe_model(
+        "tiny-sentiment-classifier", cfg, ["tiny-bert", "tfidf-logreg", "tiny-bert"], ["neg", "pos"]
+    )
+    assert "Classification models for dataset `tiny-sentiment`" in text
+    assert "one of: neg, pos" in text
+    assert "`tfidf-logreg` (scikit-learn), `tiny-bert` (encoder)" in text
+    assert "`macro_f1` must beat the current `champion`" in text
+    assert "by at least 0.02" in text and "paired bootstrap must give p <= 0.01" in text
+    assert "`challenger`" in text and "`previous`" in text
+    assert "reports/milestone/" in text and "`milestone-review`" in text
+    assert "models:/tiny-sentiment-classifier@champion" in text

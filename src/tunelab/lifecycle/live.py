@@ -1,13 +1,15 @@
 """Live tracking: a method's MLflow run is open while it trains.
 
-Before training, :func:`tracked` opens the method's run (the experiment, name, parent and
-lineage tags of tracking.log_run) and writes its id to the run folder (``live_run.json``,
-copied into every checkpoint). While the Trainer runs, a callback sends each logging
-step's metrics to it (curve/train_loss, curve/learning_rate, curve/grad_norm,
-curve/validation_loss, curve/rewards/..., curve/epoch) from a background thread, and
-MLflow's SystemMetricsMonitor samples CPU, memory, disk and network (GPU with pynvml)
-as system/... metrics. After evaluation, tracking.log_run logs the results into the same
-run and ends it FINISHED.
+Before training, :func:`tracked` opens the method's run (the experiment, name, Source,
+parent and lineage tags of tracking.log_run), so the run starts when training does, and
+writes its id to the run folder (``live_run.json``, copied into every checkpoint). While
+the Trainer runs, a callback sends each logging step's metrics to it (curve/train_loss,
+curve/learning_rate, curve/grad_norm, curve/validation_loss, curve/rewards/...,
+curve/epoch) from a background thread, and MLflow's SystemMetricsMonitor samples CPU,
+memory, disk and network (GPU with pynvml) as system/... metrics. After evaluation,
+tracking.log_run logs the results into the same run and ends it FINISHED; the gate's
+decision on its registered model then moves its end to when the decision was applied
+(tunelab.lifecycle.registry.apply_decision).
 
 An interrupted run that resumes from its checkpoint continues the MLflow run that
 checkpoint was logged to, so its curve goes on; a run folder trained again from the start
@@ -36,7 +38,7 @@ from tunelab.files import write_json_atomic
 from tunelab.lifecycle import tracking
 from tunelab.lifecycle.tracking import FAILURE_TAG, NOTE_TAG, PARENT_TAG, Tracking
 from tunelab.redaction import redact_text
-from tunelab.runs import is_finished, run_name
+from tunelab.runs import is_finished
 from tunelab.train.common import last_checkpoint, training_callbacks
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,9 @@ def _create(target: Tracking, client, cfg: RunConfig, data_version, experiment_i
         target,
         "start the training run",
         lambda: client.create_run(
-            experiment_id, run_name=run_name(cfg, data_version), tags=resolve_tags(tags)
+            experiment_id,
+            run_name=tracking.mlflow_run_name(cfg, data_version),
+            tags=resolve_tags(tags),
         ),
     )
     return run.info.run_id

@@ -4,6 +4,12 @@ Aliases: ``challenger`` (the newest version that was not promoted), ``champion``
 ``models:/NAME@champion`` serves), ``previous`` (the champion before the last promotion,
 for rollback).
 
+What the registry shows: the registered model's description says what it is for, how a
+version is promoted and where the review is (rewritten only when that text changes);
+each version carries its run's lineage as tags (dataset, method, base model, data
+version, config hash, git commit, run folder), and once judged, its description starts
+with the gate's decision and evidence in one line.
+
 Every move is safe to retry and leaves a recognisable state if it stops half-way.
 A version is created once per run (found again by run id and source, never created
 twice on a lost response) with ``gate.state=pending``. The decision is tagged on the
@@ -17,14 +23,24 @@ that before every registration.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 
+from tunelab import markdown as md
 from tunelab.config import RunConfig
 from tunelab.errors import RegistryError, TrackingError
 from tunelab.lifecycle import gate, model_card
-from tunelab.lifecycle.tracking import TAG, TrackedRun, Tracking, call, mlflow_client
+from tunelab.lifecycle.tracking import (
+    TAG,
+    TrackedRun,
+    Tracking,
+    call,
+    extend_run,
+    mlflow_client,
+)
+from tunelab.redaction import redact
 from tunelab.runs import TrainResult
 from tunelab.scorecard import Scorecard
 
@@ -54,6 +70,25 @@ KEY_TAG = f"{TAG}registration_key"
 # (judging can re-score a champion for minutes): doctor leaves it alone.
 PENDING_AFTER_S = 3600.0
 CREATE_ATTEMPTS = 3
+# The run's lineage tags (tunelab.<key>) a version carries too, under these names.
+VERSION_LINEAGE = {
+    "dataset": "dataset",
+    "task": "task",
+    "method": "method",
+    "model": "base_model",
+    "data_version": "data_version",
+    "test_split": "test_split",
+    "config_hash": "config_hash",
+    "git_commit": "git_commit",
+    "git_dirty": "git_dirty",
+    "run_dir": "run_folder",
+    "seed": "seed",
+    "pipeline": "pipeline",
+    "prefect_flow_run_id": "prefect_flow_run_id",
+}
+# The gate's numbers, logged as metrics of the version's run (full precision).
+GATE_METRICS = ("challenger", "reference", "delta", "p_value")
+MAX_DESCRIPTION = 5000  # what MLflow's SQL stores keep of a description
 
 
 def model_name(cfg: RunConfig) -> str:
@@ -72,7 +107,8 @@ def register(
     tracked: TrackedRun,
 ) -> str:
     """The version of the run's model: the one an earlier attempt created for the same
-    run and source, else a new one (tags, model card, ``gate.state=pending``).
+    run and source, else a new one (lineage tags, model card, ``gate.state=pending``).
+    The registered model is created, or its description brought up to date, first.
 
     Refused for runs whose evaluation failed or that have no servable model.
     """
@@ -87,16 +123,13 @@ def register(
             f"Refusing to register the {card.method} run {tracked.run_id} as {name}: it has "
             f"no servable model ({card.not_servable or 'no model was logged'})."
         )
-    _ensure_registered_model(tracking, name, cfg)
+    describe_registered_model(tracking, name, cfg, result, card)
     existing = find_version(tracking, name, tracked.run_id, tracked.model_uri)
     if existing is not None:
         return existing
     level = round(card.ci_level * 100)
     tags = {
-        "method": card.method,
-        "base_model": result.model,
-        "data_version": result.data_version or "unrecorded",
-        "test_split": card.test_split or "unrecorded",
+        **version_lineage(tracking, result, card, tracked),
         "run_id": tracked.run_id,
         "primary_metric": card.primary_metric,
         card.primary_metric: f"{card.primary:.6g}",
@@ -105,6 +138,34 @@ def register(
     }
     description = model_card.render(result, card, run_id=tracked.run_id)
     return _create_version(tracking, name, tracked, tags, description)
+
+
+def version_lineage(
+    tracking: Tracking, result: TrainResult, card: Scorecard, tracked: TrackedRun
+) -> dict[str, str]:
+    """The version's lineage tags: the run's own (VERSION_LINEAGE), redacted as the run's
+    are, plus the run folder's key (the run's fingerprint, short)."""
+    run = call(
+        tracking, f"read run {tracked.run_id}", lambda: mlflow_client().get_run(tracked.run_id)
+    )
+    folder = result.output_dir.replace("\\", "/").rsplit("/", 1)[-1]
+    tags = {
+        "dataset": result.dataset,
+        "task": result.task,
+        "method": card.method,
+        "base_model": result.model,
+        "data_version": result.data_version or "unrecorded",
+        "test_split": card.test_split or "unrecorded",
+        "run_folder": folder,
+    }
+    for key, name in VERSION_LINEAGE.items():
+        value = run.data.tags.get(f"{TAG}{key}")
+        if value:
+            tags[name] = value
+    key = folder.rsplit("-", 1)[-1]
+    if re.fullmatch(r"[0-9a-f]{10}", key):  # runs/<dataset>/<method>-<model>-<key>
+        tags["run_key"] = key
+    return {k: redact(v, k) for k, v in tags.items()}
 
 
 def find_version(tracking: Tracking, name: str, run_id: str, source: str) -> str | None:
@@ -155,31 +216,46 @@ def _create_version(
     raise AssertionError("unreachable")
 
 
-def _ensure_registered_model(tracking: Tracking, name: str, cfg: RunConfig) -> None:
-    """Create the registered model unless it exists; another run creating it at the same
-    time (RESOURCE_ALREADY_EXISTS) is as good."""
+def describe_registered_model(
+    tracking: Tracking, name: str, cfg: RunConfig, result: TrainResult, card: Scorecard
+) -> None:
+    """Create the registered model with its description (model_card.describe_model), or
+    bring the description up to date: it is written only when its text changes (a new
+    base model, other gate settings). Another run creating the model at the same time
+    (RESOURCE_ALREADY_EXISTS) is as good."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client()
     try:
-        call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
-        return
+        model = call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
     except MlflowException:
-        pass
-    try:
+        model = None
+    versions = _versions(tracking, name) if model is not None else []
+    bases = [v.tags.get("base_model") for v in versions if v.tags.get("base_model")]
+    text = model_card.describe_model(name, cfg, [*bases, result.model], model_card.labels_of(card))
+    text = redact(text)[:MAX_DESCRIPTION]
+    if model is None:
+        try:
+            call(
+                tracking,
+                f"create registered model {name}",
+                lambda: client.create_registered_model(
+                    name,
+                    tags={"dataset": cfg.data.name, "task": cfg.data.task},
+                    description=text,
+                ),
+            )
+            return
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        model = call(tracking, f"look up {name}", lambda: client.get_registered_model(name))
+    if (model.description or "") != text:
         call(
             tracking,
-            f"create registered model {name}",
-            lambda: client.create_registered_model(
-                name,
-                tags={"dataset": cfg.data.name, "task": cfg.data.task},
-                description=f"{cfg.data.task} models trained on dataset '{cfg.data.name}' "
-                f"by tunelab. Serve `models:/{name}@{CHAMPION}`.",
-            ),
+            f"describe {name}",
+            lambda: client.update_registered_model(name, description=text),
         )
-    except MlflowException as exc:
-        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
-            raise
 
 
 def tracked_run(tracking: Tracking, dataset: str, key: str) -> TrackedRun | None:
@@ -335,14 +411,22 @@ def _read_state(mv) -> tuple[str | None, _Intent | None]:
 
 
 def apply_decision(
-    tracking: Tracking, name: str, version: str, run_id: str, decision: gate.Decision
+    tracking: Tracking,
+    name: str,
+    version: str,
+    run_id: str,
+    decision: gate.Decision,
+    *,
+    closes_run: bool = True,
 ) -> AliasChange:
-    """Record the decision and the moves it implies (version tags, a note in the run),
-    then move aliases last.
+    """Record the decision and the moves it implies (the run's note, decision.json and
+    gate metrics; the version's description line and tags), then move aliases last.
 
     Promoted: previous <- the old champion, champion <- version, challenger cleared (in
     that order: champion is never left empty and the old one is never lost).
     Not promoted: challenger <- version.
+    ``closes_run``: the decision ends the run's registration, so the run's end moves to
+    now (its duration then spans training to the gate); a later manual promotion does not.
     """
     client = mlflow_client()
     before = aliases(tracking, name)
@@ -368,9 +452,60 @@ def apply_decision(
         "log the decision",
         lambda: client.log_dict(run_id, decision.to_dict(), DECISION_ARTIFACT),
     )
+    _log_gate_metrics(tracking, run_id, decision)
+    alias = CHAMPION if decision.promote or decision.forced else CHALLENGER
+    _describe_version(tracking, name, version, model_card.decision_line(decision, alias))
     op = "forced promotion" if decision.forced else "gate decision"
-    intent = _record_intent(tracking, name, version, op, moves, before, decision.to_tags())
-    return AliasChange(name, version, before, _carry_out(tracking, name, intent))
+    intent = _record_intent(tracking, name, version, op, moves, before, decision_tags(decision))
+    change = AliasChange(name, version, before, _carry_out(tracking, name, intent))
+    if closes_run:
+        extend_run(tracking, run_id)
+    return change
+
+
+def decision_tags(decision: gate.Decision) -> dict[str, str]:
+    """The decision's version tags; the p-value never reads 0 (tiny ones in scientific
+    notation) and the bar it had to clear is stated."""
+    tags = decision.to_tags()
+    if "gate.p_value" in tags:
+        tags["gate.p_value"] = md.p_value_tag(decision.p_value)
+    if not decision.forced:
+        tags["gate.required"] = (
+            f"delta >= {decision.min_improvement:g} and p <= {decision.significance:g}"
+        )
+    return {k: redact(v, k) for k, v in tags.items()}
+
+
+def _log_gate_metrics(tracking: Tracking, run_id: str, decision: gate.Decision) -> None:
+    """gate.challenger, gate.reference, gate.delta and gate.p_value on the run."""
+    import math
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"gate.{key}", float(value), now, 0)
+        for key in GATE_METRICS
+        if isinstance(value := getattr(decision, key), float) and math.isfinite(value)
+    ]
+    if metrics:
+        call(
+            tracking,
+            "log the gate's numbers",
+            lambda: mlflow_client().log_batch(run_id, metrics=metrics),
+        )
+
+
+def _describe_version(tracking: Tracking, name: str, version: str, line: str) -> None:
+    """Put the decision line first in the version's description (the model card stays)."""
+    client = mlflow_client()
+    mv = call(tracking, f"read {name} v{version}", lambda: client.get_model_version(name, version))
+    text = redact(model_card.with_decision(mv.description, line))[:MAX_DESCRIPTION]
+    call(
+        tracking,
+        f"describe {name} v{version}",
+        lambda: client.update_model_version(name, version, description=text),
+    )
 
 
 def _record_intent(
@@ -440,7 +575,7 @@ def promote(tracking: Tracking, name: str, version: str, reason: str) -> AliasCh
         versus="manual decision",
         forced=True,
     )
-    return apply_decision(tracking, name, version, mv.run_id, decision)
+    return apply_decision(tracking, name, version, mv.run_id, decision, closes_run=False)
 
 
 def rollback(tracking: Tracking, name: str) -> AliasChange:
@@ -472,6 +607,9 @@ def rollback(tracking: Tracking, name: str) -> AliasChange:
     if demoted:
         moves[PREVIOUS] = demoted
     tags = {DECISION: f"restored by rollback (replacing v{demoted})"}
+    replacing = f", replacing v{demoted}" if demoted else ""
+    line = f"{model_card.GATE_LINE} restored by rollback** (alias `{CHAMPION}`{replacing})."
+    _describe_version(tracking, name, target, line)
     intent = _record_intent(tracking, name, target, "rollback", moves, before, tags)
     return AliasChange(name, target, before, _carry_out(tracking, name, intent))
 

@@ -8,13 +8,22 @@ config) points at a real ``mlflow server`` instead. Nothing happens at import: c
 One experiment per dataset, one run per trained method (nested under a parent run when
 a pipeline trains several). No secrets reach MLflow: params, the logged config.yaml,
 tags and messages pass through :func:`tunelab.redaction.redact`.
+
+A run says what ran and when: its name is ``<dataset>/<method> <model> data-<version>``,
+its Source the tunelab command line or the pipeline flow and method
+(``mlflow.source.name``, type LOCAL or JOB), and it spans the work: a method's run starts
+when its training starts (a baseline's run, logged after the fact, is dated back to it)
+and ends when its registration and gate have finished; a pipeline's parent run is open
+from before its first method until its review is attached.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +36,7 @@ from typing import Any, TypeVar
 from tunelab.config import RunConfig
 from tunelab.errors import TrackingError
 from tunelab.lifecycle import packaging
-from tunelab.redaction import URI_CREDENTIALS, redact
+from tunelab.redaction import URI_CREDENTIALS, redact, redact_text
 from tunelab.runs import (
     PREDICTIONS_FILE,
     PROMPT_EXAMPLE_FILE,
@@ -36,7 +45,6 @@ from tunelab.runs import (
     TrainResult,
     method_label,
     model_label,
-    run_name,
 )
 from tunelab.scorecard import Scorecard, primary_metric
 from tunelab.train.common import last_checkpoint, library_versions
@@ -59,6 +67,9 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
 FAILURE_TAG = f"{TAG}failure"  # why tunelab ended a run FAILED or KILLED (also its note)
+# What MLflow shows as a run's Source, and its kind (LOCAL: a command; JOB: a flow run).
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"
+MAX_SOURCE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,53 @@ def flat_params(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------------- what ran
+
+
+def mlflow_run_name(cfg: RunConfig, data_version: str | None) -> str:
+    """``<dataset>/<method> <model> data-<version[:8]>``: a method's MLflow run name,
+    e.g. ``sentiment/lora tiny-bert data-1a2b3c4d``."""
+    version = data_version[:8] if data_version else "unversioned"
+    return f"{cfg.data.name}/{method_label(cfg)} {model_label(cfg)} data-{version}"
+
+
+def source_tags(cfg: RunConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The run's Source in MLflow: ``flow <pipeline>: <dataset>/<method>`` (JOB) for a
+    pipeline's method, else the tunelab command line (LOCAL)."""
+    what = f"{cfg.data.name}/{method_label(cfg)}"
+    pipeline = (extra or {}).get(f"{TAG}pipeline")
+    if pipeline:
+        return {SOURCE_NAME_TAG: f"flow {pipeline}: {what}", SOURCE_TYPE_TAG: "JOB"}
+    return {SOURCE_NAME_TAG: command_line() or f"tunelab: {what}", SOURCE_TYPE_TAG: "LOCAL"}
+
+
+def command_line(argv: list[str] | None = None) -> str | None:
+    """The tunelab command this process runs (``tunelab train configs/x.yaml``), redacted;
+    None when the process is not the tunelab CLI (a test, a notebook, another program)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return None
+    program = Path(argv[0])
+    is_cli = program.stem == "tunelab" or (
+        program.name in ("cli.py", "__main__.py") and program.parent.name == "tunelab"
+    )
+    if not is_cli:
+        return None
+    return redact_text(shlex.join(["tunelab", *argv[1:]]))[:MAX_SOURCE_CHARS]
+
+
+def training_started_ms(result: TrainResult) -> int | None:
+    """When the result's training started (ms since the epoch), for a run logged after
+    the fact: its record was saved as training ended, ``wall_seconds`` after the start.
+    None when the record is not on disk."""
+    try:
+        ended = (Path(result.output_dir) / RESULT_FILE).stat().st_mtime
+    except OSError:
+        return None
+    started = int((ended - (result.wall_seconds or 0.0)) * 1000)
+    return started if started <= time.time() * 1000 else None
+
+
 # ---------------------------------------------------------------- lineage
 
 
@@ -261,6 +319,7 @@ def training_tags(
         tags[f"{TAG}model"] = cfg.model.name
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    tags.update(source_tags(cfg, extra))
     for name, version in (versions or library_versions()).items():
         tags[f"{TAG}version.{name}"] = version
     for key, value in (extra or {}).items():
@@ -323,13 +382,24 @@ def experiment_for(tracking: Tracking, dataset: str) -> str:
     )
 
 
-def start_parent(tracking: Tracking, dataset: str, name: str, tags: dict[str, str]) -> str:
-    """A parent run for a pipeline's method runs; returns its id (ended by end_parent)."""
+def start_parent(tracking: Tracking, dataset: str, pipeline: str, tags: dict[str, str]) -> str:
+    """A pipeline's parent run of a dataset's method runs, named ``<dataset>/<pipeline>``
+    with the Source ``flow <pipeline>: <dataset>``; returns its id (ended by end_parent)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
     experiment_id = experiment_for(tracking, dataset)
+    tags = {
+        **tags,
+        SOURCE_NAME_TAG: f"flow {pipeline}: {dataset}",
+        SOURCE_TYPE_TAG: "JOB",
+    }
+    tags = {k: redact(v, k) for k, v in tags.items()}
     run = call(
         tracking,
         "start the parent run",
-        lambda: mlflow_client().create_run(experiment_id, run_name=name, tags=redact(tags)),
+        lambda: mlflow_client().create_run(
+            experiment_id, run_name=f"{dataset}/{pipeline}", tags=resolve_tags(tags)
+        ),
     )
     return run.info.run_id
 
@@ -340,11 +410,29 @@ def end_parent(tracking: Tracking, run_id: str, failed: bool = False) -> None:
 
 
 def log_folder(tracking: Tracking, run_id: str, folder: Path, artifact_path: str) -> None:
-    """Attach a folder of files (a report) to an existing run."""
+    """Attach a folder of files (a report) to an existing run. A run that has already
+    ended keeps its status; its end moves to now, so its duration covers the report."""
     call(
         tracking,
         f"log {folder.name} to run {run_id}",
         lambda: mlflow_client().log_artifacts(run_id, str(folder), artifact_path),
+    )
+    extend_run(tracking, run_id)
+
+
+def extend_run(tracking: Tracking, run_id: str) -> None:
+    """Move an ended run's end time to now, its status kept: work that belongs to it (the
+    registration and gate of its model, a pipeline's review) finished after it ended.
+    A run still open is left to whoever ends it."""
+    client = mlflow_client()
+    info = call(tracking, f"read run {run_id}", lambda: client.get_run(run_id)).info
+    if info.status in ("RUNNING", "SCHEDULED"):
+        return
+    now = int(time.time() * 1000)
+    call(
+        tracking,
+        f"set the end of run {run_id}",
+        lambda: client.set_terminated(run_id, info.status, end_time=now),
     )
 
 
@@ -361,25 +449,23 @@ def log_run(
     artifacts, dataset inputs, lineage tags and (when it has one) its servable model.
 
     A run followed live while it trained (``result.mlflow_run_id``, see
-    tunelab.lifecycle.live) takes them and is ended; otherwise a new run is created."""
+    tunelab.lifecycle.live) takes them and is ended; otherwise a new run is created,
+    dated back to when the training started (baselines fit at once, without a live run).
+    """
     import mlflow
 
     experiment_id = experiment_for(tracking, result.dataset)
     tags = lineage_tags(cfg, result, card, extra_tags)
+    if parent_run_id:  # the pipeline run that logs it (a resumed live run's too)
+        tags[PARENT_TAG] = parent_run_id
     live = live_run_for(tracking, result, experiment_id, tags)
     live_id = live.info.run_id if live else None
     if live:
         clear_failure(mlflow_client(), live)  # an earlier attempt's, now superseded
-        if parent_run_id:  # a resumed run belongs to the pipeline run that finished it
-            tags[PARENT_TAG] = parent_run_id
         where = {"run_id": live_id, "log_system_metrics": False}
     else:
-        where = {
-            "experiment_id": experiment_id,
-            "run_name": run_name(cfg, result.data_version),
-            "parent_run_id": parent_run_id,
-            "nested": parent_run_id is not None,
-        }
+        created = create_run(tracking, cfg, result, experiment_id, tags)
+        where = {"run_id": created}
 
     def write() -> TrackedRun:
         with mlflow.start_run(**where, tags=tags) as run:
@@ -403,6 +489,30 @@ def log_run(
         )
 
     return call(tracking, f"log the {card.method} run", write, attempts=1)
+
+
+def create_run(
+    tracking: Tracking,
+    cfg: RunConfig,
+    result: TrainResult,
+    experiment_id: str,
+    tags: dict[str, str],
+) -> str:
+    """A new run for a result that no live run followed, started when its training did
+    (the user and git tags mlflow.start_run would add included; ours win)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    run = call(
+        tracking,
+        "start the run",
+        lambda: mlflow_client().create_run(
+            experiment_id,
+            start_time=training_started_ms(result),
+            run_name=mlflow_run_name(cfg, result.data_version),
+            tags=resolve_tags(tags),
+        ),
+    )
+    return run.info.run_id
 
 
 def live_run_for(tracking: Tracking, result: TrainResult, experiment_id: str, tags: dict[str, str]):

@@ -7,10 +7,13 @@ and summary.json are written first, so the failure can be read next to the succe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
+from tunelab import markdown as md
 from tunelab import report
 from tunelab.data.prepare import PreparedDataset
 from tunelab.errors import PipelineError
@@ -23,6 +26,9 @@ from tunelab.pipeline.records import STEPS, MethodRecord
 from tunelab.workspace import Workspace
 
 SUMMARY_FILE = "summary.json"
+# Where each parent run keeps the review and its dataset's report (MLflow artifact paths).
+REVIEW_ARTIFACTS = "milestone-review"
+DATA_REPORT_ARTIFACTS = "data-report"
 
 
 @dataclass
@@ -94,12 +100,30 @@ def close(
     target: tracking.Tracking,
     flow_run_url: str | None = None,
 ) -> Closing:
-    """End the parent runs, read the champions, write the review (Markdown + HTML under
-    reports/milestone/<time>/) and log it to each dataset's parent run."""
-    run.end(context, records, target)
+    """Read the champions, write the review (Markdown + HTML under
+    reports/milestone/<time>/) and log it, with the dataset's report, to each dataset's
+    parent run, then end the parent runs (also when writing fails), so they span the whole
+    pipeline; the published form of the review links those copies when MLflow is a
+    server."""
+    try:
+        return _review(plan, workspace, prepared, records, context, target, flow_run_url)
+    finally:
+        run.end(context, records, target)
+
+
+def _review(
+    plan: Plan,
+    workspace: Workspace,
+    prepared: list[PreparedDataset],
+    records: list[MethodRecord],
+    context: MethodContext,
+    target: tracking.Tracking,
+    flow_run_url: str | None,
+) -> Closing:
     champions = champions_of(records, target)
     created = datetime.now(UTC)
     folder = workspace.reports_dir / "milestone" / created.strftime("%Y%m%dT%H%M%SZ")
+    uploads = _uploads(folder, prepared, context)
     review = report.Review(
         title=plan.title,
         created=created.isoformat(timespec="seconds"),
@@ -109,10 +133,52 @@ def close(
         flow_run_url=flow_run_url,
         mlflow=target.ui_command(),
     )
-    files = report.write_review(review, folder)
-    for parent in filter(None, context.parents.values()):
-        tracking.log_folder(target, parent, folder, "milestone-review")
+    published = md.EmbeddedRefs(url_of=artifact_urls(target, uploads), root=workspace.root)
+    files = report.write_review(review, folder, published)
+    for local, parent, artifact_path in uploads:
+        if local.is_dir():
+            tracking.log_folder(target, parent, local, artifact_path)
     return Closing(files, champions)
+
+
+def _uploads(
+    folder: Path, prepared: list[PreparedDataset], context: MethodContext
+) -> list[tuple[Path, str, str]]:
+    """(local folder, parent run, artifact path) of what is logged to MLflow: the review
+    to every dataset's parent run, each dataset's report to its own."""
+    reports = {p.name: Path(p.report_path).parent for p in prepared if p.report_path}
+    uploads = []
+    for dataset, parent in context.parents.items():
+        if not parent:
+            continue
+        uploads.append((folder.resolve(), parent, REVIEW_ARTIFACTS))
+        if dataset in reports:
+            uploads.append((reports[dataset].resolve(), parent, DATA_REPORT_ARTIFACTS))
+    return uploads
+
+
+def artifact_urls(
+    target: tracking.Tracking, uploads: list[tuple[Path, str, str]]
+) -> Callable[[Path], str | None]:
+    """path -> the URL of its first logged copy on the MLflow server (its get-artifact
+    route, which a browser opens); None with a local store or for a file not logged."""
+    if not target.is_server:
+        return lambda path: None
+    parts = urlsplit(target.uri)
+    # Credentials stay out of the page: the browser asks for them if the server does.
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}/get-artifact"
+
+    def url_of(path: Path) -> str | None:
+        path = Path(path).resolve()
+        for local, run_id, artifact_path in uploads:
+            if path.is_relative_to(local) and path != local:
+                inside = f"{artifact_path}/{path.relative_to(local).as_posix()}"
+                return f"{base}?{urlencode({'path': inside, 'run_uuid': run_id})}"
+        return None
+
+    return url_of
 
 
 def _dataset_entry(p: PreparedDataset) -> report.DatasetEntry:
