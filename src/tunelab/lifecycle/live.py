@@ -168,18 +168,9 @@ def resumable(output_dir: Path, target: Tracking) -> LiveRun | None:
 
 def _reopen(target: Tracking, client, run_id: str, experiment_id: str, tags: dict) -> bool:
     from mlflow.entities import RunTag
-    from mlflow.exceptions import MlflowException
 
-    try:
-        run = tracking.call(target, "look up the interrupted run", lambda: client.get_run(run_id))
-    except MlflowException:  # deleted, or never in this store
-        return False
-    info = run.info
-    if (
-        info.experiment_id != experiment_id
-        or info.lifecycle_stage != "active"
-        or info.status == "FINISHED"
-    ):
+    run = tracking.open_run(target, client, run_id, experiment_id)
+    if run is None:
         return False
     tracking.clear_failure(client, run)
     items = [RunTag(key, value) for key, value in tags.items()]

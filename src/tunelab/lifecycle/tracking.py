@@ -520,15 +520,23 @@ def live_run_for(tracking: Tracking, result: TrainResult, experiment_id: str, ta
     it still exists in this store and experiment, is not ended FINISHED (an earlier
     registration's, e.g. under another registry config), and no other registration key
     claimed it (a failed attempt of the same registration is taken over)."""
-    from mlflow.exceptions import MlflowException
-
     from tunelab.lifecycle.registry import KEY_TAG
 
     if not result.mlflow_run_id:
         return None
-    client = mlflow_client()
+    run = open_run(tracking, mlflow_client(), result.mlflow_run_id, experiment_id)
+    if run is None or run.data.tags.get(KEY_TAG, tags.get(KEY_TAG)) != tags.get(KEY_TAG):
+        return None
+    return run
+
+
+def open_run(tracking: Tracking, client, run_id: str, experiment_id: str):
+    """The run if it may still be logged to: it exists in this store and experiment, is
+    active (not deleted) and was not ended FINISHED; else None."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        run = call(tracking, "look up the live run", lambda: client.get_run(result.mlflow_run_id))
+        run = call(tracking, f"look up run {run_id}", lambda: client.get_run(run_id))
     except MlflowException:  # not in this store (another tracking target, or deleted)
         return None
     info = run.info
@@ -536,7 +544,6 @@ def live_run_for(tracking: Tracking, result: TrainResult, experiment_id: str, ta
         info.experiment_id != experiment_id
         or info.lifecycle_stage != "active"
         or info.status == "FINISHED"
-        or run.data.tags.get(KEY_TAG, tags.get(KEY_TAG)) != tags.get(KEY_TAG)
     ):
         return None
     return run
