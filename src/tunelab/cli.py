@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -368,9 +370,12 @@ def data_prepare(
         typer.Argument(help="Run configs naming datasets; none = every bundled dataset."),
     ] = None,
     overrides: Overrides = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Ingest, split, validate (Great Expectations), version (DVC) and report on datasets."""
+    """Ingest, split, validate (Great Expectations), version (DVC) and report on datasets.
+    The libraries' output goes to a log file in .tunelab/logs/ (-v shows it)."""
     from tunelab import config as config_mod
+    from tunelab.console import working
     from tunelab.data.prepare import bundled_configs
 
     if configs:
@@ -380,11 +385,21 @@ def data_prepare(
             _run(config_mod.from_dict, _run(config_mod.apply_overrides, c.to_dict(), overrides))
             for c in bundled_configs()
         ]
+    if verbose:
+        os.environ.setdefault("TUNELAB_PROGRESS", "1")
+    # Prefect sets up logging when imported: before the console is quiet (tunelab.console).
     from flows.data import prepare_data
 
-    with _locked():
+    names = ", ".join(dict.fromkeys(c.data.name for c in cfgs))
+    live = False if verbose else None
+    with (
+        _locked(),
+        _quiet("data-prepare", verbose) as run_log,
+        working(run_log.terminal, f"Preparing {names}", live),
+    ):
         prepared = _run_flow(prepare_data, cfgs, str(_workspace().root))
     _print_prepared(prepared)
+    _note_log(run_log)
 
 
 def _print_prepared(prepared: list) -> None:
@@ -721,27 +736,74 @@ def run_cmd(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Ignore cached steps: recompute everything.")
     ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            "--rerun", help="Run the flow even when nothing changed (unchanged steps reused)."
+        ),
+    ] = False,
     verbose: Verbose = False,
     as_json: Json = False,
 ) -> None:
     """The milestone pipeline: data gate, every method trained, evaluated, registered and
     compared; ends with the review report and each registered model's champion. The
-    libraries' output goes to a log file in .tunelab/logs/ (-v shows it)."""
+    libraries' output goes to a log file in .tunelab/logs/ (-v shows it). When nothing
+    changed since the last complete run, shows its results without running anything."""
     from tunelab import console
+    from tunelab.lifecycle import tracking
+    from tunelab.pipeline import uptodate
     from tunelab.pipeline.plan import load_plan
 
+    started = time.perf_counter()
     _state["json"] = as_json
     if verbose:
         os.environ.setdefault("TUNELAB_PROGRESS", "1")
-    labels = [m.label for m in _run(load_plan, config).methods()]
-    # Prefect sets up logging when imported: before the console is quiet (tunelab.console).
-    from flows.milestone import milestone
+    plan = _run(load_plan, config)
+    workspace = _workspace()
+    uri = tracking.resolve(workspace).uri
+    with _locked():
+        if not (refresh or rerun):
+            found = _run(uptodate.check, plan, workspace, uri)
+            if found.up_to_date:
+                _print_summary(_up_to_date(found, time.perf_counter() - started))
+                return
+        # Until this run completes, no earlier one stands for it.
+        uptodate.record_path(workspace).unlink(missing_ok=True)
+        # Prefect sets up logging when imported: before the console is quiet (tunelab.console).
+        from flows.milestone import milestone
 
-    with _locked(), _quiet("run", verbose) as run_log:
-        view = console.StepView(labels, run_log.terminal, live=False if verbose else None)
-        with console.listening(view), view:
-            summary = _run_flow(milestone, str(config), str(_workspace().root), refresh)
-    _print_summary(summary, run_log)
+        labels = [m.label for m in plan.methods()]
+        with _quiet("run", verbose) as run_log:
+            if not (refresh or rerun):
+                logging.getLogger(__name__).info("The flow runs: %s.", found.reason)
+            view = console.StepView(labels, run_log.terminal, live=False if verbose else None)
+            with console.listening(view), view:
+                summary = _run_flow(milestone, str(config), str(workspace.root), refresh)
+        done = _summary_json(summary, [_method_json(r) for r in summary.methods], run_log)
+        try:
+            uptodate.save(plan, workspace, uri, done)
+        except OSError as exc:
+            _warn(f"The run is not recorded as the last complete one: {exc}")
+    _print_summary(done, run_log)
+
+
+def _up_to_date(found, seconds: float) -> dict:
+    """The last complete run's summary, as this run's: every step reused, nothing run."""
+    from tunelab.pipeline.records import STEPS
+
+    done = dict(found.summary)
+    done["methods"] = [
+        {**m, "reused": list(STEPS), "seconds": dict.fromkeys(STEPS, 0.0)} for m in done["methods"]
+    ]
+    finished = len(STEPS) * len(done["methods"])
+    done.update(
+        up_to_date=True,
+        last_run=found.finished,
+        wall_seconds=round(seconds, 2),
+        steps={"reused": finished, "finished": finished},
+        log=None,
+    )
+    return done
 
 
 def _summary_columns(metric: str | None, level: str):
@@ -785,6 +847,8 @@ def _method_json(record) -> dict:
 def _summary_json(summary, methods: list[dict], run_log) -> dict:
     return {
         "ok": not summary.failed_required(),
+        "up_to_date": False,
+        "last_run": None,
         "title": summary.title,
         "wall_seconds": summary.wall_seconds,
         "steps": {"reused": summary.reused_steps, "finished": summary.finished_steps},
@@ -817,21 +881,39 @@ def _summary_row(m: dict, with_metric: bool) -> list[str]:
     ]
 
 
-def _print_summary(summary, run_log=None) -> None:
+def _shown_time(iso: str | None) -> str:
+    """'2026-11-29 12:16 UTC' from an ISO time in UTC."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC") if iso else "earlier"
+
+
+def _print_summary(done: dict, run_log=None) -> None:
     """The final tables, one per dataset: per method its primary test metric with the CI,
-    the gate's decision and p; then failures, the review and the champions."""
+    the gate's decision and p; then failures, the review and the champions. ``done``:
+    the summary in `run --json`'s form."""
     from rich.console import Console
 
     from tunelab.console import fitted_table
 
-    methods = [_method_json(record) for record in summary.methods]
+    methods = done["methods"]
     if _state["json"]:
-        _emit_json(_summary_json(summary, methods, run_log))
+        _emit_json(done)
         if run_log is not None:
             _note_log(run_log)
         return
     console = Console(highlight=False)
-    console.print(summary.title, style="bold", markup=False)
+    if done["up_to_date"]:
+        console.print(
+            f"Nothing changed since the run that ended {_shown_time(done['last_run'])} (plan, "
+            "configs, code, libraries, data and starting weights; its MLflow store, data "
+            "versions, cache and run folders untouched): its results stand and no step ran. "
+            "--rerun runs the flow anyway; --refresh recomputes every step.",
+            soft_wrap=True,
+            markup=False,
+        )
+        console.print()
+    console.print(done["title"], style="bold", markup=False)
     for dataset in dict.fromkeys(m["dataset"] for m in methods):
         group = [m for m in methods if m["dataset"] == dataset]
         scored = [m["primary"] for m in group if m["primary"]]
@@ -847,14 +929,15 @@ def _print_summary(summary, run_log=None) -> None:
     for m in methods:
         if m["status"] != "ok":
             console.print(f"{m['dataset']}/{m['method']}: {m['error']}", markup=False)
+    steps = done["steps"]
     console.print(
-        f"Steps reused from the cache: {summary.reused_steps} of {summary.finished_steps}. "
-        f"Wall time {summary.wall_seconds:.0f} s.",
+        f"Steps reused from the cache: {steps['reused']} of {steps['finished']}. "
+        f"Wall time {done['wall_seconds']:.0f} s.",
         soft_wrap=True,
     )
-    console.print(f"Review: {summary.report}", markup=False, soft_wrap=True)
-    console.print(f"        {summary.html}", markup=False, soft_wrap=True)
-    for name, version in summary.champions.items():
+    console.print(f"Review: {done['review']['markdown']}", markup=False, soft_wrap=True)
+    console.print(f"        {done['review']['html']}", markup=False, soft_wrap=True)
+    for name, version in done["champions"].items():
         console.print(f"Champion of {name}: " + (f"version {version}" if version else "none"))
     if run_log is not None:
         _note_log(run_log)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from mlflow import MlflowClient
 from registry_scenario import NAME, registry_target, run_registry_story, tfidf
 from services import MlflowServer
 
 from tunelab.errors import TrackingError
 from tunelab.lifecycle import registry
+from tunelab.pipeline import uptodate
 from tunelab.pipeline.method import train_and_register
 
 pytestmark = pytest.mark.integration
@@ -32,8 +34,17 @@ def test_registry_story_through_a_real_server_and_a_server_outage(server_store, 
     target = registry_target(server_store)
     aliases_before = registry.aliases(target, NAME)
     versions_before = registry.list_versions(target, NAME)
+    # What `tunelab run` compares to tell that nothing changed: the aliases the server
+    # reports over REST; an alias moved by anyone changes it, a stopped server has none.
+    state = uptodate.store_state(mlflow_server.url, [NAME])
+    assert state is not None and state == uptodate.store_state(mlflow_server.url, [NAME])
+    MlflowClient(mlflow_server.url).set_registered_model_alias(NAME, "reviewed", "1")
+    assert uptodate.store_state(mlflow_server.url, [NAME]) != state
+    MlflowClient(mlflow_server.url).delete_registered_model_alias(NAME, "reviewed")
+    assert uptodate.store_state(mlflow_server.url, [NAME]) == state
 
     mlflow_server.stop()
+    assert uptodate.store_state(mlflow_server.url, [NAME]) is None
     with pytest.raises(TrackingError, match=f"{mlflow_server.url}.*did not answer"):
         train_and_register(tfidf(), server_store)
 

@@ -346,6 +346,8 @@ def test_run_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
     data = json.loads(result.stdout)
     assert set(data) == {
         "ok",
+        "up_to_date",
+        "last_run",
         "title",
         "wall_seconds",
         "steps",
@@ -355,6 +357,7 @@ def test_run_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
         "methods",
     }
     assert data["ok"] is True and data["steps"] == {"reused": 2, "finished": 6}
+    assert data["up_to_date"] is False and data["last_run"] is None
     assert data["champions"] == {"customer-support-tickets-classifier": "12"}
     lora, majority, dpo = data["methods"]
     assert all(set(m) == RUN_METHOD_KEYS for m in data["methods"])
@@ -370,6 +373,41 @@ def test_run_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
     assert majority["outcome"] == "not registered" and majority["gate"] is None
     assert dpo["status"] == "failed" and dpo["primary"] is None
     assert "[1/9]" in result.stderr
+
+
+def test_a_run_with_nothing_changed_shows_the_last_one_without_running_the_flow(
+    tmp_path, monkeypatch
+):
+    import json
+
+    import flows.milestone
+
+    summary = _summary(tmp_path)
+    summary.methods = summary.methods[:2]  # every method done: the run is recorded
+    calls = []
+    fake = _fake_milestone(summary)
+    monkeypatch.setattr(flows.milestone, "milestone", lambda *a: calls.append(a) or fake(*a))
+    first = CliRunner().invoke(app, _run_args(tmp_path))
+    assert first.exit_code == 0 and len(calls) == 1, first.output
+    again = CliRunner().invoke(app, _run_args(tmp_path, "--json"))
+    assert again.exit_code == 0 and len(calls) == 1, again.output
+    data = json.loads(again.stdout)
+    assert data["up_to_date"] is True and data["last_run"]
+    assert data["steps"] == {"reused": 6, "finished": 6} and data["log"] is None
+    assert [m["reused"] for m in data["methods"]] == [["train", "evaluate", "register"]] * 2
+    assert data["methods"][0]["primary"]["value"] == 0.7923
+    shown = CliRunner().invoke(app, _run_args(tmp_path))
+    assert shown.exit_code == 0 and len(calls) == 1
+    assert "Nothing changed since the run that ended" in " ".join(shown.stdout.split())
+    assert "0.792" in shown.stdout and "Log:" not in shown.output  # no log: nothing ran
+    # --rerun and --refresh run the flow; so does any change, e.g. to the MLflow store.
+    assert CliRunner().invoke(app, _run_args(tmp_path, "--rerun")).exit_code == 0
+    assert CliRunner().invoke(app, _run_args(tmp_path, "--refresh")).exit_code == 0
+    assert len(calls) == 3
+    store = tmp_path / "mlruns" / "mlflow.db"
+    store.parent.mkdir(exist_ok=True)
+    store.write_bytes(b"written by another process")
+    assert CliRunner().invoke(app, _run_args(tmp_path)).exit_code == 0 and len(calls) == 4
 
 
 def test_a_failure_is_printed_once_and_the_libraries_copies_go_to_the_log(tmp_path, monkeypatch):
@@ -403,6 +441,28 @@ def test_a_failure_is_printed_once_and_the_libraries_copies_go_to_the_log(tmp_pa
         "error": {"type": "DataValidationError", "message": message, "exit_code": 3},
     }
     assert result.stderr.count(message) == 1
+
+
+def test_a_failed_data_gate_is_printed_once_by_data_prepare(tmp_path, monkeypatch):
+    import logging
+
+    import flows.data
+    from tunelab.errors import DataValidationError
+
+    message = "Dataset 'tiny-sentiment' failed the validation gate: 1 of 19 checks failed."
+
+    def failing(cfgs, workdir):
+        logging.getLogger("prefect.task_runs").error("Task run failed: %s", message)
+        logging.getLogger("prefect.flow_runs").error("Finished in state Failed(%r)", message)
+        raise DataValidationError(message)
+
+    monkeypatch.setattr(flows.data, "prepare_data", failing)
+    config = str(CONFIGS / "tiny" / "sentiment-tfidf.yaml")
+    result = CliRunner().invoke(app, ["--workdir", str(tmp_path), "data", "prepare", config])
+    assert result.exit_code == 3, result.output
+    assert result.output.count(message) == 1 and "Traceback" not in result.output
+    (log,) = (tmp_path / ".tunelab" / "logs").glob("*-data-prepare.log")
+    assert log.read_text().count(message) == 2
 
 
 def test_a_read_only_reports_folder_is_one_error_and_nothing_is_lost(tmp_path, monkeypatch):

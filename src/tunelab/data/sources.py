@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 from tunelab.config import DataConfig
 from tunelab.data.schema import SOURCE_ROW, require_declared_labels, to_canonical
 from tunelab.errors import DataSchemaError, DataSourceError, SourceUnreachableError
+from tunelab.models.resolution import file_digest
 
 # Bundled samples written for tunelab, shipped as package data (samples/NAME.jsonl).
 BUNDLED: dict[str, dict] = {
@@ -128,6 +130,34 @@ def read_source(cfg: DataConfig) -> RawDataset:
     else:
         raw = read_path(Path(source.removeprefix("file:")).expanduser())
     return _select_splits(raw, cfg.source_splits)
+
+
+def source_identity(cfg: DataConfig) -> str | None:
+    """What pins the bytes a source gives, known without reading it: a bundled sample's or
+    a local file's content hash (a folder's: its data files'), a hub dataset's commit
+    when data.hf_revision pins one. None when only reading it would tell (a hub branch or
+    tag, a missing path): then whoever asks must read it."""
+    source = cfg.source.strip()
+    if source.startswith("bundled:"):
+        name = source.removeprefix("bundled:")
+        if name not in BUNDLED:
+            return None
+        resource = resources.files("tunelab.data").joinpath("samples", f"{name}.jsonl")
+        with resources.as_file(resource) as path:
+            return f"{source} {file_digest(path)}"
+    if source.startswith("hf:"):
+        pinned = cfg.hf_revision and re.fullmatch(r"[0-9a-f]{40}", cfg.hf_revision)
+        return f"{source}@{cfg.hf_revision} config={cfg.hf_config}" if pinned else None
+    path = Path(source.removeprefix("file:")).expanduser()
+    try:
+        if path.is_file():
+            return f"file {file_digest(path)}"
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
+            return "folder " + " ".join(f"{p.name}={file_digest(p)}" for p in files)
+    except OSError:
+        return None
+    return None
 
 
 def read_bundled(name: str) -> RawDataset:
