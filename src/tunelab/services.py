@@ -64,6 +64,11 @@ def prefect_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 4200
         env={
             # Analytics writes to the database at startup: "database is locked" noise.
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # `prefect server start --port N` does not tell its UI the port: without this
+            # the UI (its /ui-settings) calls the API at the default port 4200. A URL the
+            # user set (e.g. behind a proxy) wins.
+            "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL")
+            or f"http://{host}:{port}/api",
             "PREFECT_HOME": str(services_dir / "prefect-home"),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
                 f"sqlite+aiosqlite:///{services_dir / 'prefect.db'}"

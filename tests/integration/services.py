@@ -1,6 +1,49 @@
-"""Real services for integration tests, started on 127.0.0.1 and stopped by PID."""
+"""Real services for integration tests, started on 127.0.0.1 and stopped by PID, and the
+small helpers several integration tests share (a tiny plan, a Prefect artifact by key)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TINY = CONFIGS / "tiny.yaml"
+TINY_SUBSET = {"tiny-sentiment": ["majority", "tfidf"]}  # seconds to train
+
+
+def tiny_plan(folder: Path, subset: dict[str, list[str]] | None = TINY_SUBSET) -> Path:
+    """configs/tiny.yaml with absolute config paths, optionally only some methods."""
+    import yaml
+
+    raw = yaml.safe_load(TINY.read_text())
+    if subset:
+        raw["datasets"] = {d: {m: raw["datasets"][d][m] for m in ms} for d, ms in subset.items()}
+    for methods in raw["datasets"].values():
+        for name, entry in methods.items():
+            entry = {"config": entry} if isinstance(entry, str) else dict(entry)
+            entry["config"] = str(CONFIGS / entry["config"])
+            methods[name] = entry
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def newest_artifact(client, key: str):
+    """The newest Prefect artifact with this key (a sync client), or None."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=1,
+    )
+    return found[0] if found else None
+
+
+def latest_artifact(client, key: str) -> str:
+    """The data of the newest Prefect artifact with this key; empty when there is none."""
+    artifact = newest_artifact(client, key)
+    return artifact.data if artifact else ""
 
 
 def free_port() -> int:
@@ -25,7 +68,6 @@ class MlflowServer:
         import sys
         import time
         import urllib.request
-        from pathlib import Path
 
         mlflow_cli = Path(sys.executable).parent / "mlflow"
         self.log = open(self.root / "mlflow-server.log", "ab")  # noqa: SIM115 - closed in stop

@@ -5,69 +5,17 @@ Servers and worker are stopped by PID."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from services import free_port
+from services import latest_artifact
 
 pytestmark = pytest.mark.integration
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEPLOYMENT = "scheduled-retraining/scheduled-retraining"
-
-
-@pytest.fixture
-def live_services(tmp_path, monkeypatch):
-    """Prefect and MLflow servers started the way `make services` starts them."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from tunelab import services
-
-    root = tmp_path / "ws"
-    root.mkdir()
-    state = root / ".services"
-    specs = [
-        services.prefect_spec(root, port=free_port()),
-        services.mlflow_spec(root, port=free_port()),
-    ]
-    try:
-        rows = {row["name"]: row for row in services.start(specs, state, timeout_s=180)}
-        api = rows["prefect"]["ui_url"] + "/api"
-        monkeypatch.setenv("PREFECT_API_URL", api)  # for the worker process
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", rows["mlflow"]["ui_url"])
-        monkeypatch.setenv("TUNELAB_WORKDIR", str(root))
-        # In this process too, even if a test harness API is active in the session.
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            yield root
-    finally:
-        services.stop(state)
-
-
-@pytest.fixture
-def worker(live_services):
-    log = open(live_services / "worker.log", "ab")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "tunelab"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-        start_new_session=True,
-    )
-    yield process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    log.close()
 
 
 def retrain_config(folder: Path) -> Path:
@@ -89,18 +37,6 @@ def retrain_config(folder: Path) -> Path:
         )
     )
     return config
-
-
-def latest_artifact(client, key: str) -> str:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    found = client.read_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-        sort=ArtifactSort.CREATED_DESC,
-        limit=1,
-    )
-    return found[0].data if found else ""
 
 
 def test_deployments_worker_and_scheduled_retraining(live_services, worker):

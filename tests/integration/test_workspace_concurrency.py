@@ -10,31 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from services import tiny_plan
 
 from tunelab.lifecycle import registry, tracking
 from tunelab.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = CONFIGS / "tiny.yaml"
-SUBSET = {"tiny-sentiment": ["majority", "tfidf"]}  # seconds: what the lock needs
-
-
-def tiny_plan(folder: Path, subset: dict[str, list[str]] | None = SUBSET) -> Path:
-    """configs/tiny.yaml with absolute config paths, optionally only some methods."""
-    raw = yaml.safe_load(TINY.read_text())
-    if subset:
-        raw["datasets"] = {d: {m: raw["datasets"][d][m] for m in ms} for d, ms in subset.items()}
-    for methods in raw["datasets"].values():
-        for name, entry in methods.items():
-            entry = {"config": entry} if isinstance(entry, str) else dict(entry)
-            entry["config"] = str(CONFIGS / entry["config"])
-            methods[name] = entry
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def start_run(root: Path, plan: Path, env: dict) -> subprocess.Popen:
