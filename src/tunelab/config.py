@@ -27,7 +27,7 @@ from tunelab.errors import ConfigError
 from tunelab.redaction import is_secret_key, redact
 
 Task = Literal["classification", "generation", "chat", "preference"]
-Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo"]
+Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo", "reward"]
 
 
 class Section(BaseModel):
@@ -324,6 +324,26 @@ class DpoConfig(Section):
     )
 
 
+class RewardSection(Section):
+    """train.method=reward: a reward model (a sequence classifier with one output) trained
+    on preference pairs with trl's RewardTrainer."""
+
+    use_adapter: bool = Field(
+        True,
+        description="Train LoRA on the linear projections and the new score head in full "
+        "(saved with a verified merged model); False = train every weight.",
+    )
+    max_length: int | None = Field(
+        None, ge=8, description="Longest prompt+response in tokens; None = model.max_length."
+    )
+    center_rewards_coefficient: float | None = Field(
+        None,
+        ge=0,
+        description="Weight of a penalty on the mean reward's square, which keeps rewards "
+        "centred on 0 (trl's center_rewards_coefficient; e.g. 0.01); None = off.",
+    )
+
+
 # transformers' SchedulerType values that suit one training run (no plateau, no greedy).
 LrScheduler = Literal[
     "linear",
@@ -407,6 +427,9 @@ class TrainConfig(Section):
         default_factory=AdapterConfig, description="Settings for lora/prefix/prompt/ia3."
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="Settings for method=dpo.")
+    reward: RewardSection = Field(
+        default_factory=RewardSection, description="Settings for method=reward."
+    )
 
     @field_validator("trainer_args")
     @classmethod

@@ -279,10 +279,11 @@ def table_metrics(
         return generation_metrics(
             _strings(table, "prediction", task), _strings(table, "reference", task)
         )
+    # A DPO table has every column; a reward model's has no log-likelihoods.
     metrics = {
         name: metric_value(table, name, task)
         for name, column in PREFERENCE_COLUMNS.items()
-        if column in table.columns or name != "before_loglik_win_rate"
+        if column in table.columns or (name == "reward_accuracy" and "reward_margin" in table)
     }
     metrics["pairs"] = float(len(table))
     return metrics

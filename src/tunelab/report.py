@@ -412,6 +412,8 @@ def _confusion_part(figures: _Figures, refs: md.FileRefs) -> str:
 
 def _disagreements_part(runs: list[_Run], task: str | None) -> str:
     """Test rows where the finished methods predict differently (rows aligned by position)."""
+    if task == "preference":
+        return _agreement_part(runs)
     if task not in ("classification", "generation", "chat"):
         return ""
     import pandas as pd
@@ -478,6 +480,46 @@ def _disagreements_part(runs: list[_Run], task: str | None) -> str:
         body += [[md.code(m), md.cell(predictions.at[row, m], GENERATION_CHARS)] for m in methods]
         blocks.append(f"Test row {row}:\n\n" + md.table(["", "text"], body))
     return "\n\n".join(blocks)
+
+
+def _agreement_part(runs: list[_Run]) -> str:
+    """How far the rewards of a dataset's preference methods agree on the same held-out
+    pairs (a DPO policy's implicit reward, a reward model's score): per two methods, the
+    share of pairs both order the same way and the rank correlation of their margins."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    margins: dict[str, pd.DataFrame] = {}
+    for run in runs:
+        path = run.file(PREDICTIONS_FILE) if run.ok else None
+        try:
+            frame = pd.read_parquet(path) if path is not None and path.is_file() else None
+        except (OSError, ValueError):
+            frame = None
+        if frame is not None and {"prompt", "reward_margin"} <= set(frame.columns):
+            margins[run.method] = frame.reset_index(drop=True)
+    methods = list(margins)
+    rows = []
+    for i, first in enumerate(methods):
+        for second in methods[i + 1 :]:
+            a, b = margins[first], margins[second]
+            if len(a) != len(b) or not a["prompt"].astype(str).equals(b["prompt"].astype(str)):
+                continue  # not the same pairs: nothing to compare
+            x, y = a["reward_margin"].to_numpy(float), b["reward_margin"].to_numpy(float)
+            same = float(((x > 0) == (y > 0)).mean())
+            rho = spearmanr(x, y).statistic if len(x) > 2 else float("nan")
+            rho_text = "n/a" if math.isnan(rho) else f"{rho:+.2f}"  # NaN: a constant margin
+            rows.append(
+                [f"{md.code(first)} / {md.code(second)}", f"{same:.0%}", rho_text, str(len(x))]
+            )
+    if not rows:
+        return ""
+    return (
+        "### Do the rewards agree?\n\nOn the same held-out pairs: the share both order the "
+        "same way (chosen above rejected, or not) and the rank correlation of their margins "
+        "(a DPO policy's implicit reward, a reward model's score).\n\n"
+        + md.table(["methods", "same order", "Spearman of margins", "pairs"], rows)
+    )
 
 
 def _decisions_part(runs: list[_Run]) -> str:

@@ -184,6 +184,8 @@ def _score(card: Scorecard, result: TrainResult, cfg: RunConfig) -> None:
         card.plots["confusion_matrix"] = plot.name
     if "loss_plot" in result.artifacts:
         card.plots["loss"] = result.artifacts["loss_plot"]
+    if "margin_plot" in result.artifacts:  # a reward model's held-out margins
+        card.plots["reward_margins"] = result.artifacts["margin_plot"]
 
 
 def _labels_of(table: pd.DataFrame) -> list[str] | None:

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = CONFIGS / "tiny.yaml"
-LIVE = ("full", "lora", "ia3", "dpo")  # the methods of tiny.yaml that train with a Trainer
+# The methods of tiny.yaml that train with a Trainer.
+LIVE = ("full", "lora", "ia3", "dpo", "reward")
 
 
 @pytest.fixture(scope="module")

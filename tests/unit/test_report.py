@@ -455,3 +455,42 @@ def test_published_review_links_the_copies_a_server_holds(review, tmp_path):
         "- **Dataset report:** "
         "[report.md](http://mlflow.example:5000/get-artifact?path=x/report.md&run_uuid=r1)"
     ) in page
+
+
+def test_preference_methods_show_whether_their_rewards_agree(tmp_path):
+    """A DPO policy's implicit reward and a reward model's score on the same pairs: the
+    share ordered the same way and the rank correlation of the margins."""
+    prompts = ["p1", "p2", "p3", "p4"]
+    dpo = write_run(
+        tmp_path / "dpo",
+        "prefs",
+        "dpo",
+        "preference",
+        "reward_accuracy",
+        0.75,
+        (0.5, 1.0),
+        predictions={"prompt": prompts, "reward_margin": [0.4, 0.3, -0.1, 0.2]},
+    )
+    reward = write_run(
+        tmp_path / "reward",
+        "prefs",
+        "reward",
+        "preference",
+        "reward_accuracy",
+        0.5,
+        (0.25, 0.75),
+        predictions={"prompt": prompts, "reward_margin": [2.0, -1.0, -0.5, 1.5]},
+    )
+    methods = [
+        MethodRecord("prefs", "dpo", run_dir=dpo),
+        MethodRecord("prefs", "reward", run_dir=reward),
+    ]
+    entry = DatasetEntry("prefs", "v1", {"train": 8, "test": 4}, "passed", None, None)
+    done = write_review(
+        Review("Review", "2025-01-02T03:04:05", [entry], methods, {}, "mlflow ui"),
+        tmp_path / "out",
+    )
+    text = section(done.markdown_path.read_text(), "Do the rewards agree?", "prefs")
+    (row,) = table_rows(text)
+    # p2 is ordered differently (0.3 vs -1.0); ranks 4,3,1,2 vs 4,1,2,3: rho = 0.4.
+    assert "`dpo` / `reward`" in row and "| 75% |" in row and "+0.40" in row and "| 4 |" in row

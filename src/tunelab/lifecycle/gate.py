@@ -134,7 +134,11 @@ def implicit_baseline(card: Scorecard, table: pd.DataFrame) -> Reference | None:
         base["reward_win"] = 0.5
         if "before_loglik_win" in base.columns:
             base["loglik_win"] = base["before_loglik_win"]
-        label = "the untrained reference policy (built in)"
+        label = (
+            "a reward that ties every pair (built in)"
+            if card.method == "reward"
+            else "the untrained reference policy (built in)"
+        )
     else:
         return None
     return Reference(label, base.drop(columns=_cached_scores(base)), card.test_split)

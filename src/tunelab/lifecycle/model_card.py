@@ -27,6 +27,9 @@ INTENDED_USE = {
     "messages) through its chat template.",
     "preference": "Generates answers tuned towards the preferred responses of a "
     "preference dataset (chosen over rejected).",
+    # method=reward on preference data
+    "reward": "Scores a response to a prompt (a higher reward: more like the preferred "
+    "responses of its preference dataset), e.g. to rank answers or as the reward of RL.",
 }
 GATE_LINE = "**Promotion gate:"  # how a version description's decision line starts
 REVIEW_KEY = "milestone-review"  # the review's Prefect artifact and parent-run folder
@@ -62,7 +65,7 @@ def render(result: TrainResult, card: Scorecard, run_id: str | None = None) -> s
     """Markdown: intended use, data, metrics, costs, limitations, lineage."""
     labels = labels_of(card)
     shown = ", ".join(md.inline(label) for label in labels) if labels else "its labels"
-    use = INTENDED_USE[card.task].format(labels=shown)
+    use = INTENDED_USE["reward" if card.method == "reward" else card.task].format(labels=shown)
     lines = [
         f"# {md.inline(result.dataset)}: {md.inline(card.method)} on {md.inline(result.model)}",
         "",

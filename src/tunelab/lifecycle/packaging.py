@@ -53,6 +53,9 @@ HF_TASKS = {
     ("generation", "seq2seq"): "text2text-generation",
     ("chat", "decoder"): "text-generation",
     ("preference", "decoder"): "text-generation",
+    # Reward models (method=reward on preference data): one raw score per text.
+    ("reward", "decoder"): "text-classification",
+    ("reward", "encoder"): "text-classification",
 }
 GENERATOR_DATA_TASKS = ("generation", "chat", "preference")
 # Generation settings of a served generator: greedy and bounded, as in evaluation.
@@ -99,7 +102,7 @@ class Servable:
 
     kind: str  # "transformers" | "sklearn" | "adapter" (a peft folder on a base model)
     path: Path
-    task: str  # the run's data task: classification | generation | chat | preference
+    task: str  # what it serves: the run's data task, or "reward" (serving_task)
     hf_task: str | None = None  # transformers pipeline task
     base: BaseReference | None = None  # adapters: the model they apply to
     labels: tuple[str, ...] | None = None  # adapter classifiers: the head's labels, in order
@@ -118,7 +121,9 @@ class Servable:
         """Logged as tunelab's language-model pyfunc (adapter_pyfunc.py) rather than the
         transformers flavor: adapters, and chat models (MLflow's prompt_template cannot
         render a conversation)."""
-        return self.kind == "adapter" or (self.kind == "transformers" and self.task == "chat")
+        return self.kind == "adapter" or (
+            self.kind == "transformers" and self.task in ("chat", "reward")
+        )
 
     def size_mb(self) -> float:
         """Bytes on disk of the served model (folder or file), in MiB."""
@@ -174,15 +179,21 @@ def prompt_template(tokenizer, task: str) -> str | None:
 
 
 def text_pipeline(pipe, task: str, generation: Mapping | None = None) -> TextPipeline:
-    """A transformers pipeline served as the run's ``task`` wants it: labels, or greedy
-    generations in the chat framing the model was trained with."""
+    """A transformers pipeline served as the run's ``task`` wants it: labels, rewards, or
+    greedy generations in the chat framing the model was trained with."""
     return TextPipeline(
         pipe,
         task in GENERATOR_DATA_TASKS,
         prompt_template(pipe.tokenizer, task),
         chat=task == "chat",
         generation=dict(generation or GENERATION_CONFIG),
+        reward=task == "reward",
     )
+
+
+def serving_task(result: TrainResult) -> str:
+    """What a run's model serves: its data task, except a reward model's ("reward")."""
+    return "reward" if result.method == "reward" else result.task
 
 
 def conversation(text: str) -> list[dict[str, str]]:
@@ -237,6 +248,7 @@ class TextPipeline:
     template: str | None = None  # chat framing, PROMPT_PLACEHOLDER where the text goes
     chat: bool = False
     generation: Mapping = field(default_factory=lambda: dict(GENERATION_CONFIG))
+    reward: bool = False  # a reward model: the raw score of each text (reward_input)
 
     def prompt(self, text: str) -> str:
         """What the model is given for one input text."""
@@ -245,12 +257,36 @@ class TextPipeline:
         return self.template.replace(PROMPT_PLACEHOLDER, text) if self.template else text
 
     def predict(self, texts: list[str]) -> list[str]:
+        if self.reward:
+            return [self.score(t) for t in texts]
         if not self.is_generator:
             return [row["label"] for row in self.pipe(list(texts))]
         prompts = [self.prompt(t) for t in texts]
         settings = {**(TEMPLATED if self.chat or self.template else {}), **self.generation}
         outputs = self.pipe(prompts, return_full_text=False, **settings)
         return [out[0]["generated_text"].strip() for out in outputs]
+
+    def score(self, text: str) -> float:
+        """A reward model's raw score (no sigmoid) of one input (see reward_input)."""
+        given, settings = reward_input(self.pipe.tokenizer, text)
+        out = self.pipe(given, function_to_apply="none", **settings)
+        return float((out[0] if isinstance(out, list) else out)["score"])
+
+
+def reward_input(tokenizer, text: str) -> tuple[Any, dict]:
+    """What a reward model scores, as it was trained: a JSON conversation ending with the
+    assistant's response goes through the chat template (decoders with one) or becomes a
+    text pair, prompt and response (encoders); any other text is scored as it is."""
+    messages = conversation(text)
+    if len(messages) < 2 or messages[-1]["role"] != "assistant":
+        return text, {}
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+        return rendered, dict(TEMPLATED)
+    prompt = "\n".join(m["content"] for m in messages[:-1])
+    if tokenizer.eos_token is None:  # an encoder: [CLS] prompt [SEP] response [SEP]
+        return {"text": prompt, "text_pair": messages[-1]["content"]}, {}
+    return f"{prompt}\n{messages[-1]['content']}{tokenizer.eos_token}", {}
 
 
 def package_of(result: TrainResult, wanted: str | None = None) -> str:
@@ -259,6 +295,8 @@ def package_of(result: TrainResult, wanted: str | None = None) -> str:
     or when nothing was merged), 'model' for any other run (its one model)."""
     if "adapter" not in result.artifacts:
         return "model"
+    if result.method == "reward":
+        return wanted or "merged"  # served with its score head: the merged model
     if wanted is not None:
         return wanted
     if "merged" not in result.artifacts or result.total_params > ADAPTER_ABOVE_PARAMS:
@@ -281,15 +319,16 @@ def servable(result: TrainResult, cfg: RunConfig | None = None) -> Servable | No
     if result.method == "baseline":
         return Servable("sklearn", folder / result.artifacts["model"], result.task)
     package = package_of(result, _wanted(cfg))
+    task = serving_task(result)
     if package == "adapter":
         path = result.artifact("adapter")
         family = adapter_family(result)
-        hf_task = HF_TASKS.get((result.task, family))
+        hf_task = HF_TASKS.get((task, family))
         labels = tuple(labels_of(result)) if result.task == "classification" else None
-        return Servable("adapter", path, result.task, hf_task, base_of(result, cfg), labels)
+        return Servable("adapter", path, task, hf_task, base_of(result, cfg), labels)
     path = folder / result.artifacts["merged" if package == "merged" else "model"]
     family = models.read_family(path)
-    return Servable("transformers", path, result.task, HF_TASKS.get((result.task, family)))
+    return Servable("transformers", path, task, HF_TASKS.get((task, family)))
 
 
 def why_not_servable(result: TrainResult, cfg: RunConfig | None = None) -> str | None:
@@ -316,6 +355,11 @@ def why_not_servable(result: TrainResult, cfg: RunConfig | None = None) -> str |
             "and prompt tuning cannot be merged; LoRA and IA3 merge with "
             "train.adapter.merge=true): set registry.package=adapter, or leave it unset"
         )
+    if package == "adapter" and result.method == "reward":
+        return (
+            "registry.package=adapter, but a reward model is registered as its merged model "
+            "(the adapter alone lacks the trained score head's loader): leave it unset"
+        )
     if package == "adapter":
         family = adapter_family(result)
         if family is None:
@@ -330,13 +374,14 @@ def why_not_servable(result: TrainResult, cfg: RunConfig | None = None) -> str |
     else:
         name = "merged" if package == "merged" else "model"
         family = models.read_family(Path(result.output_dir) / result.artifacts[name])
-    if (result.task, family) not in HF_TASKS:
-        return f"no transformers pipeline serves {result.task} with a {family} model"
-    hf_task = HF_TASKS[(result.task, family)]
+    task = serving_task(result)
+    if (task, family) not in HF_TASKS:
+        return f"no transformers pipeline serves {task} with a {family} model"
+    hf_task = HF_TASKS[(task, family)]
     if not _has_pipeline(hf_task):
         return (
             f"the installed transformers has no {hf_task} pipeline (transformers 5 removed "
-            f"it), which serves {result.task} with a {family} model"
+            f"it), which serves {task} with a {family} model"
         )
     return None
 
@@ -464,6 +509,8 @@ def measure_serving_costs(
 def _inputs(table: pd.DataFrame | None) -> list[str]:
     if table is None:
         return []
+    if {"reward_chosen", "chosen"} <= set(table.columns):  # a reward model's: conversations
+        return [reward_example(p, c) for p, c in table[["prompt", "chosen"]].itertuples(False)]
     column = input_column(table.columns)
     return table[column].astype(str).tolist() if column else []
 
@@ -561,8 +608,19 @@ def _log_language_pyfunc(served: Servable, example: str):
     )
 
 
+def reward_example(prompt: str, response: str) -> str:
+    """A reward model's input: the prompt and a response as a JSON conversation."""
+    from tunelab.data import chat
+
+    return chat.dumps(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    )
+
+
 def _input_example(card: Scorecard) -> str:
     table = card.predictions()
+    if table is not None and len(table) and "reward_chosen" in table.columns:
+        return _inputs(table.head(1))[0]
     column = input_column(table.columns) if table is not None else None
     if column and len(table):
         text = str(table[column].iloc[0])

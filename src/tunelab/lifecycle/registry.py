@@ -51,6 +51,9 @@ ROLE = {
     "chat": "assistant",
     "preference": "policy",
 }
+# Methods whose model has a role of its own, whatever the data: a reward model trained on
+# preference pairs is not a policy.
+METHOD_ROLE = {"reward": "reward"}
 # Where a version is in its registration (one version tag, so one write changes it):
 # pending -> moving (with the intended moves) -> done; "abandoned" (never judged) and
 # "superseded" (its moves were overtaken) are doctor's verdicts on ones that stopped.
@@ -92,8 +95,10 @@ MAX_DESCRIPTION = 5000  # what MLflow's SQL stores keep of a description
 
 
 def model_name(cfg: RunConfig) -> str:
-    """registry.model_name, else '<dataset>-<role>' (sentiment-classifier, ...)."""
-    return cfg.registry.model_name or f"{cfg.data.name}-{ROLE[cfg.data.task]}"
+    """registry.model_name, else '<dataset>-<role>' (sentiment-classifier,
+    preferences-policy, preferences-reward, ...)."""
+    role = METHOD_ROLE.get(cfg.train.method) or ROLE[cfg.data.task]
+    return cfg.registry.model_name or f"{cfg.data.name}-{role}"
 
 
 # ---------------------------------------------------------------- registering

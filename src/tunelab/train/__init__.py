@@ -6,6 +6,7 @@
   generation and chat data through trl's SFTTrainer (sft.py)
 - lora, prefix, prompt, ia3: PEFT adapters, with a verified merged model (adapters.py)
 - dpo: preference optimisation with trl (preference.py)
+- reward: a reward model on preference pairs with trl's RewardTrainer (reward.py)
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "full": ("classification", "generation", "chat"),
     **{m: ("classification", "generation", "chat") for m in ADAPTER_METHODS},
     "dpo": ("preference",),
+    "reward": ("preference",),
 }
 ADVICE = {
-    "preference": "use train.method=dpo for preference data",
+    "preference": "use train.method=dpo (a policy) or reward (a reward model) for preference data",
     "classification": "use baseline, full or an adapter method (lora, prefix, prompt, ia3)",
     "generation": "use baseline (prompting), full or an adapter method for generation data",
     "chat": "use baseline (prompting), full or an adapter method (lora, ia3) for chat data",
@@ -93,6 +95,8 @@ def train(
         from tunelab.train import finetune as module
     elif method in ADAPTER_METHODS:
         from tunelab.train import adapters as module
+    elif method == "reward":
+        from tunelab.train import reward as module
     else:
         from tunelab.train import preference as module
     return module.train(cfg, data, output_dir, data_version)

@@ -147,12 +147,17 @@ def training_arguments(
 
 
 def arguments_class(cfg: RunConfig):
-    """The class of the Trainer arguments for this run: trl's DPOConfig for dpo, SFTConfig
-    for generation and chat data, else TrainingArguments."""
+    """The class of the Trainer arguments for this run: trl's DPOConfig for dpo,
+    RewardConfig for reward, SFTConfig for generation and chat data, else
+    TrainingArguments."""
     if cfg.train.method == "dpo":
         from trl import DPOConfig
 
         return DPOConfig
+    if cfg.train.method == "reward":
+        from trl import RewardConfig
+
+        return RewardConfig
     if cfg.data.task in ("generation", "chat"):
         from trl import SFTConfig
 

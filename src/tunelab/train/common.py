@@ -457,15 +457,20 @@ def out_of_memory(exc: BaseException) -> TrainingError:
     )
 
 
+# What trl's RewardTrainer logs per step besides the loss.
+REWARD_MODEL_LOGS = ("accuracy", "margin", "eval_accuracy", "eval_margin")
+
+
 def history_from(log_history: list[dict]) -> list[dict]:
-    """Keep the per-step losses of Trainer.state.log_history (drop the summary row)."""
+    """Keep the per-step losses of Trainer.state.log_history (drop the summary row), with
+    DPO's rewards and log-probs and a reward model's pairwise accuracy and margin."""
     rows = []
     for entry in log_history:
         if "train_loss" in entry:  # the end-of-training summary row
             continue
         row = {"step": entry.get("step"), "epoch": entry.get("epoch")}
         for key, value in entry.items():
-            if key in ("loss", "eval_loss") or key.startswith(
+            if key in ("loss", "eval_loss", *REWARD_MODEL_LOGS) or key.startswith(
                 ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
             ):
                 row[key] = value
