@@ -762,11 +762,11 @@ def run_cmd(
     workspace = _workspace()
     uri = tracking.resolve(workspace).uri
     with _locked():
-        if not (refresh or rerun):
-            found = _run(uptodate.check, plan, workspace, uri)
-            if found.up_to_date:
-                _print_summary(_up_to_date(found, time.perf_counter() - started))
-                return
+        # The inputs as the run starts: what it is recorded with once complete.
+        found = _run(uptodate.check, plan, workspace, uri)
+        if found.up_to_date and not (refresh or rerun):
+            _print_summary(_up_to_date(found, time.perf_counter() - started))
+            return
         # Until this run completes, no earlier one stands for it.
         uptodate.record_path(workspace).unlink(missing_ok=True)
         # Prefect sets up logging when imported: before the console is quiet (tunelab.console).
@@ -774,14 +774,14 @@ def run_cmd(
 
         labels = [m.label for m in plan.methods()]
         with _quiet("run", verbose) as run_log:
-            if not (refresh or rerun):
-                logging.getLogger(__name__).info("The flow runs: %s.", found.reason)
+            why = "--refresh" if refresh else "--rerun" if rerun else found.reason
+            logging.getLogger(__name__).info("The flow runs: %s.", why)
             view = console.StepView(labels, run_log.terminal, live=False if verbose else None)
             with console.listening(view), view:
                 summary = _run_flow(milestone, str(config), str(workspace.root), refresh)
         done = _summary_json(summary, [_method_json(r) for r in summary.methods], run_log)
         try:
-            uptodate.save(plan, workspace, uri, done)
+            uptodate.save(workspace, uri, done, found.inputs)
         except OSError as exc:
             _warn(f"The run is not recorded as the last complete one: {exc}")
     _print_summary(done, run_log)

@@ -67,7 +67,7 @@ def setup(tmp_path):
         ],
     }
     uri = f"sqlite:///{store}"
-    assert uptodate.save(plan, workspace, uri, summary)
+    assert uptodate.save(workspace, uri, summary, uptodate.check(plan, workspace, uri).inputs)
     return workspace, plan, uri, summary, csv
 
 
@@ -129,7 +129,7 @@ def test_a_run_with_a_failed_method_is_not_recorded_and_clears_the_last(setup):
     workspace, plan, uri, summary, _ = setup
     failed = json.loads(json.dumps(summary))
     failed["methods"][0]["status"] = "failed"
-    assert not uptodate.save(plan, workspace, uri, failed)
+    assert not uptodate.save(workspace, uri, failed, uptodate.inputs(plan, uri))
     assert not uptodate.record_path(workspace).exists()
     assert "no complete run" in uptodate.check(plan, workspace, uri).reason
 
@@ -137,8 +137,18 @@ def test_a_run_with_a_failed_method_is_not_recorded_and_clears_the_last(setup):
 def test_a_store_whose_state_cannot_be_read_is_never_up_to_date(setup):
     workspace, plan, _, summary, _ = setup
     uri = "postgresql://tunelab@127.0.0.1/mlflow"
-    assert not uptodate.save(plan, workspace, uri, summary)
+    assert not uptodate.save(workspace, uri, summary, uptodate.inputs(plan, uri))
     assert not uptodate.check(plan, workspace, uri).up_to_date
+
+
+def test_a_run_is_recorded_with_the_inputs_it_started_from(setup, tmp_path):
+    """A source edited while the run ran: the record keeps the inputs checked before, so
+    the next run sees the edit and runs the flow."""
+    workspace, plan, uri, summary, csv = setup
+    started = uptodate.check(plan, workspace, uri).inputs
+    csv.write_text("text,label\nedited,positive\nwhile,negative\n")
+    assert uptodate.save(workspace, uri, summary, started)
+    assert "a data source changed" in uptodate.check(plan, workspace, uri).reason
 
 
 def test_an_unreadable_record_runs_the_flow(setup):

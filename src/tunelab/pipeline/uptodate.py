@@ -59,10 +59,13 @@ INPUT_NAMES = {
 
 @dataclass(frozen=True)
 class Check:
-    """The last complete run's summary when nothing changed since; else why the flow runs."""
+    """The last complete run's summary when nothing changed since; else why the flow runs.
+    ``inputs``: the inputs as they were when checked (a reason when they cannot be
+    pinned), to record with the run that follows."""
 
     summary: dict | None
     reason: str
+    inputs: dict[str, str] | str
     finished: str | None = None  # when that run ended (ISO time)
 
     @property
@@ -75,48 +78,53 @@ def record_path(workspace: Workspace) -> Path:
 
 
 def check(plan: Plan, workspace: Workspace, tracking_uri: str) -> Check:
-    """Compare the inputs now and the workspace's state with the last complete run's."""
+    """Compare the inputs now and the workspace's state with the last complete run's.
+    Call it before the run starts: a config or file edited while it runs must not be
+    recorded as what it ran on."""
+    now = inputs(plan, tracking_uri)
     try:
         record = json.loads(record_path(workspace).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return Check(None, "no complete run is recorded in this workspace")
+        return Check(None, "no complete run is recorded in this workspace", now)
     except (OSError, ValueError) as exc:
-        return Check(None, f"the record of the last run could not be read ({exc})")
+        return Check(None, f"the record of the last run could not be read ({exc})", now)
     if record.get("version") != RECORD_VERSION:
-        return Check(None, "the record of the last run has another format")
-    now = inputs(plan, tracking_uri)
+        return Check(None, "the record of the last run has another format", now)
     if isinstance(now, str):
-        return Check(None, now)
+        return Check(None, now, now)
     before = record.get("inputs", {})
     changed = [INPUT_NAMES[key] for key in INPUT_NAMES if now.get(key) != before.get(key)]
     if changed:
-        return Check(None, f"{', '.join(changed)} changed since the last complete run")
+        return Check(None, f"{', '.join(changed)} changed since the last complete run", now)
     summary = record.get("summary") or {}
     state = workspace_state(workspace, tracking_uri, summary)
     if state is None:
-        return Check(None, "the tracking store's state cannot be read without MLflow")
+        return Check(None, "the tracking store's state cannot be read without MLflow", now)
     touched = [name for name, sig in state.items() if record.get("state", {}).get(name) != sig]
     if touched:
-        return Check(None, f"{', '.join(touched)} changed since the last complete run")
-    return Check(summary, "", record.get("finished"))
+        return Check(None, f"{', '.join(touched)} changed since the last complete run", now)
+    return Check(summary, "", now, record.get("finished"))
 
 
-def save(plan: Plan, workspace: Workspace, tracking_uri: str, summary: dict) -> bool:
+def save(
+    workspace: Workspace, tracking_uri: str, summary: dict, inputs: dict[str, str] | str
+) -> bool:
     """Record a run that ended with every method done (its CLI summary, ``run --json``'s
-    form) as the one a later unchanged run may show; any other run clears the record,
-    so its failures are retried. Call it once the flow has ended, holding the workspace.
-    Returns whether it was recorded."""
+    form), with the ``inputs`` checked before it started (``Check.inputs``), as the one a
+    later unchanged run may show; any other run clears the record, so its failures are
+    retried. Call it once the flow has ended, holding the workspace. Returns whether it
+    was recorded."""
     path = record_path(workspace)
     complete = summary.get("ok") and all(m["status"] == "ok" for m in summary["methods"])
-    now = inputs(plan, tracking_uri) if complete else None
-    state = workspace_state(workspace, tracking_uri, summary) if isinstance(now, dict) else None
+    pinned = complete and isinstance(inputs, dict)
+    state = workspace_state(workspace, tracking_uri, summary) if pinned else None
     if state is None:
         path.unlink(missing_ok=True)
         return False
     record = {
         "version": RECORD_VERSION,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "inputs": now,
+        "inputs": inputs,
         "state": state,
         "summary": summary,
     }
