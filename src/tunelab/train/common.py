@@ -368,6 +368,36 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
     return output, resume
 
 
+def run_trl_trainer(trainer, output_dir: Path, result: TrainResult):
+    """Train with a trl trainer (DPO, reward) and record what it did in ``result``:
+    parameters, resume point, history, train loss, tokens/s and seconds per step of this
+    session. Returns the trained model, unwrapped."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    result.trainable_params, result.total_params = count_parameters(model)
+    output, resumed = run_trainer(trainer, output_dir)
+    result.resumed_from = resumed
+    record_trainer_output(result, output)
+    result.history = history_from(trainer.state.log_history)
+    result.metrics["train_loss"] = float(output.training_loss)
+    runtime = (output.metrics or {}).get("train_runtime")
+    # trl counts the (unpadded) tokens of the batches this session trained on.
+    tokens = getattr(trainer, "_total_train_tokens", None)
+    if runtime and tokens:
+        result.tokens_per_second = round(tokens / runtime, 1)
+    steps = trainer.state.global_step - checkpoint_step(resumed)
+    if runtime and steps > 0:
+        result.metrics["train_seconds_per_step"] = round(runtime / steps, 4)
+    return model
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint-N folder was saved at (0 for a fresh start)."""
+    if not checkpoint:
+        return 0
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def start_point(output_dir: Path, named: str | None = None) -> str | None:
     """The checkpoint training resumes from: the last one of an interrupted run in
     output_dir, else ``named`` (train.resume_from), else None (from scratch).

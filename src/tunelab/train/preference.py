@@ -128,21 +128,7 @@ def train(
                 peft_config=peft_config,
                 callbacks=common.callbacks(),
             )
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-        result.trainable_params, result.total_params = common.count_parameters(policy)
-        output, resumed = common.run_trainer(trainer, output_dir)
-        result.resumed_from = resumed
-        common.record_trainer_output(result, output)
-        result.history = common.history_from(trainer.state.log_history)
-        result.metrics["train_loss"] = float(output.training_loss)
-        runtime = (output.metrics or {}).get("train_runtime")
-        # trl counts the (unpadded) tokens of the batches this session trained on.
-        tokens = getattr(trainer, "_total_train_tokens", None)
-        if runtime and tokens:
-            result.tokens_per_second = round(tokens / runtime, 1)
-        steps = trainer.state.global_step - _checkpoint_step(resumed)
-        if runtime and steps > 0:
-            result.metrics["train_seconds_per_step"] = round(runtime / steps, 4)
+        policy = common.run_trl_trainer(trainer, output_dir, result)
 
         policy.eval()
         if held_out is not None:
@@ -170,14 +156,6 @@ def train(
             _save(result, policy, tokenizer, cfg, output_dir, held_out, device)
         del trainer
     return common.finish(result, meter, device)
-
-
-def _checkpoint_step(checkpoint: str | None) -> int:
-    """The global step a checkpoint-N folder was saved at (0 for a fresh start)."""
-    if not checkpoint:
-        return 0
-    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 @contextmanager

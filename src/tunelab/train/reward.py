@@ -93,17 +93,7 @@ def train(
                 peft_config=peft_config,
                 callbacks=common.callbacks(),
             )
-        scorer = trainer.accelerator.unwrap_model(trainer.model)
-        result.trainable_params, result.total_params = common.count_parameters(scorer)
-        output, resumed = common.run_trainer(trainer, output_dir)
-        result.resumed_from = resumed
-        common.record_trainer_output(result, output)
-        result.history = common.history_from(trainer.state.log_history)
-        result.metrics["train_loss"] = float(output.training_loss)
-        runtime = (output.metrics or {}).get("train_runtime")
-        tokens = getattr(trainer, "_total_train_tokens", None)
-        if runtime and tokens:
-            result.tokens_per_second = round(tokens / runtime, 1)
+        scorer = common.run_trl_trainer(trainer, output_dir, result)
 
         scorer.eval()
         if held_out_name is None:
