@@ -20,41 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
-from benchlib import load_average, machine_line, write_section
+from benchlib import load_average, machine_line, tunelab_run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-TUNELAB = Path(sys.executable).parent / "tunelab"
 
 
 def run_once(config: Path, workspace: Path, *extra: str) -> tuple[float, dict]:
-    env = os.environ | {
-        "TUNELAB_WORKDIR": str(workspace),
-        "TUNELAB_PROGRESS": "0",
-        "HF_HUB_OFFLINE": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(TUNELAB), "run", str(config), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(
-            f"tunelab run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
+    seconds, _, _ = tunelab_run(config, workspace, *extra)
     newest = max((workspace / "reports" / "milestone").glob("*/summary.json"))
     return seconds, json.loads(newest.read_text())
 

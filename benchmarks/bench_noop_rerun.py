@@ -17,47 +17,22 @@ With --write, replaces the "No-op re-run (<config>)" section of docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import load_average, machine_line, write_section
+from benchlib import load_average, machine_line, tunelab_run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-TUNELAB = Path(sys.executable).parent / "tunelab"
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
 def run(config: Path, workspace: Path, *extra: str) -> tuple[float, datetime, str]:
     """Seconds from process start to exit, the start's wall-clock time and stdout."""
-    env = os.environ | {
-        "TUNELAB_WORKDIR": str(workspace),
-        "TUNELAB_PROGRESS": "0",
-        "HF_HUB_OFFLINE": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    started_at = datetime.now()
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(TUNELAB), "run", str(config), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(
-            f"tunelab run {' '.join(extra)} failed ({done.returncode}):\n{done.stderr[-3000:]}"
-        )
-    return seconds, started_at, done.stdout
+    return tunelab_run(config, workspace, *extra)
 
 
 def phases(log: Path, started_at: datetime, seconds: float) -> list[tuple[str, float]]:

@@ -5,11 +5,44 @@ from __future__ import annotations
 import os
 import platform
 import re
-from datetime import date
+import subprocess
+import sys
+import time
+from datetime import date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+TUNELAB = Path(sys.executable).parent / "tunelab"
+
+
+def tunelab_run(config: Path, workspace: Path, *extra: str) -> tuple[float, datetime, str]:
+    """`tunelab run CONFIG` as a user runs it, its own process in ``workspace`` (offline,
+    local MLflow store): seconds from process start to exit, the start's wall-clock time
+    and stdout. Exits the benchmark with the output's tail when the run fails."""
+    env = os.environ | {
+        "TUNELAB_WORKDIR": str(workspace),
+        "TUNELAB_PROGRESS": "0",
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started_at = datetime.now()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(TUNELAB), "run", str(config), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(
+            f"tunelab run {' '.join(extra)} failed ({done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return seconds, started_at, done.stdout
 
 
 def cpu_model() -> str:
