@@ -26,8 +26,8 @@ from tunelab import config_aliases
 from tunelab.errors import ConfigError
 from tunelab.redaction import is_secret_key, redact
 
-Task = Literal["classification", "generation", "chat", "preference"]
-Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo", "reward"]
+Task = Literal["classification", "generation", "chat", "preference", "prompts"]
+Method = Literal["baseline", "full", "lora", "prefix", "prompt", "ia3", "dpo", "reward", "grpo"]
 
 
 class Section(BaseModel):
@@ -344,6 +344,118 @@ class RewardSection(Section):
     )
 
 
+class RewardSource(Section):
+    """One reward of train.grpo.rewards: exactly one of ``model``, ``classifier``,
+    ``regex`` or a length rule (``min_words``/``max_words``)."""
+
+    model: str | None = Field(
+        None,
+        description="A reward model trained by tunelab (train.method=reward): a registered "
+        "version, NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS (e.g. "
+        "preferences-reward@champion), or a run folder holding merged/ or model/. The "
+        "reward is its raw score of prompt and completion.",
+    )
+    classifier: str | None = Field(
+        None,
+        description="A registered classifier (NAME@ALIAS or NAME/VERSION, e.g. "
+        "sentiment-classifier@champion) that reads the completion; the reward is its "
+        "probability of ``label``.",
+    )
+    label: str | None = Field(None, description="The classifier's label whose probability pays.")
+    regex: str | None = Field(
+        None,
+        description="A format rule: 1 when the completion matches this regular expression "
+        "(re.search), else 0; e.g. '\\byes\\b'.",
+    )
+    ignore_case: bool = Field(True, description="The regex ignores case.")
+    min_words: int | None = Field(
+        None, ge=0, description="A length rule: 1 when the completion has at least this many words."
+    )
+    max_words: int | None = Field(
+        None, ge=1, description="A length rule: 1 when the completion has at most this many words."
+    )
+    weight: float = Field(1.0, description="Weight of this reward in the sum the policy gets.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Name in metrics and the review (reward_<name>); None = from the kind.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RewardSource:
+        kinds = [k for k in ("model", "classifier", "regex") if getattr(self, k) is not None]
+        if self.min_words is not None or self.max_words is not None:
+            kinds.append("length")
+        if len(kinds) != 1:
+            raise ValueError(
+                "each reward names exactly one of model, classifier, regex or a length rule "
+                f"(min_words/max_words); this one has {', '.join(kinds) or 'none'}"
+            )
+        if self.classifier is not None and not self.label:
+            raise ValueError(f"classifier {self.classifier} needs the label whose probability pays")
+        if self.label is not None and self.classifier is None:
+            raise ValueError("label is for a classifier reward")
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        low, high = self.min_words, self.max_words
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_words={low} is above max_words={high}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.model is not None:
+            return "model"
+        if self.classifier is not None:
+            return "classifier"
+        return "regex" if self.regex is not None else "length"
+
+
+class GrpoSection(Section):
+    """train.method=grpo: a decoder policy tuned against rewards with trl's GRPOTrainer
+    (or RLOOTrainer), on prompts data; LoRA by default."""
+
+    algorithm: Literal["grpo", "rloo"] = Field(
+        "grpo", description="trl's GRPOTrainer, or its RLOOTrainer (leave-one-out baseline)."
+    )
+    rewards: list[RewardSource] = Field(
+        default_factory=list, description="The rewards, summed with their weights."
+    )
+    num_generations: int = Field(
+        4, ge=2, description="Completions sampled per prompt (the group compared)."
+    )
+    max_completion_length: int = Field(32, ge=1, description="Longest completion in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    beta: float = Field(
+        0.04,
+        ge=0,
+        description="Weight of the KL penalty to the reference policy (0 = none, the "
+        "reference is then not kept).",
+    )
+    kl_budget: float = Field(
+        10.0,
+        gt=0,
+        description="Largest mean KL to the reference (nats per completion, on held-out "
+        "prompts) a policy may reach: above it the run warns and the gate refuses it.",
+    )
+    eval_samples: int = Field(
+        2, ge=1, description="Completions sampled per held-out prompt for the reward and KL."
+    )
+    use_adapter: bool = Field(
+        True, description="Train a LoRA adapter (saved with a verified merged model)."
+    )
+    init_from: str | None = Field(
+        None,
+        description="Start the policy from an earlier run's output folder (e.g. an SFT or "
+        "LoRA run); None = model.name.",
+    )
+
+
 # transformers' SchedulerType values that suit one training run (no plateau, no greedy).
 LrScheduler = Literal[
     "linear",
@@ -430,6 +542,13 @@ class TrainConfig(Section):
     reward: RewardSection = Field(
         default_factory=RewardSection, description="Settings for method=reward."
     )
+    grpo: GrpoSection = Field(default_factory=GrpoSection, description="Settings for method=grpo.")
+
+    @property
+    def policy_init_from(self) -> str | None:
+        """The run folder a policy method (dpo, grpo) starts from, if its section names one."""
+        section = {"dpo": self.dpo, "grpo": self.grpo}.get(self.method)
+        return section.init_from if section is not None else None
 
     @field_validator("trainer_args")
     @classmethod

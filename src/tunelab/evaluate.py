@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-TASKS = ("classification", "generation", "chat", "preference")
+TASKS = ("classification", "generation", "chat", "preference", "prompts")
 # Chat runs answer the last assistant turn of each conversation: scored like generation.
 SCORED_AS = {"chat": "generation"}
 ROUGE_KINDS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -40,6 +40,15 @@ PREFERENCE_COLUMNS = {
     "reward_margin": "reward_margin",
     "loglik_win_rate": "loglik_win",
     "before_loglik_win_rate": "before_loglik_win",
+}
+# A policy's held-out table (data.task=prompts, grpo.py): one row per prompt, a mean per
+# column. Rewards are reward (the weighted total) and reward_<name>, each with _before.
+PROMPTS_COLUMNS = {
+    "reward": "reward",
+    "reward_before": "reward_before",
+    "kl": "kl",
+    "completion_words": "words",
+    "before_completion_words": "words_before",
 }
 PROB_PREFIX = "prob_"
 SCORE_PREFIX = "_score_"
@@ -279,6 +288,15 @@ def table_metrics(
         return generation_metrics(
             _strings(table, "prediction", task), _strings(table, "reference", task)
         )
+    if task == "prompts":
+        names = [*PROMPTS_COLUMNS, *_reward_columns(table)]
+        metrics = {
+            name: metric_value(table, name, task)
+            for name in names
+            if _prompts_column(table, name) in table
+        }
+        metrics["prompts"] = float(len(table))
+        return metrics
     # A DPO table has every column; a reward model's has no log-likelihoods.
     metrics = {
         name: metric_value(table, name, task)
@@ -495,6 +513,11 @@ def _statistic(table: pd.DataFrame, metric: str, task: str) -> Statistic:
         return _classification_statistic(table, metric)
     if task == "generation":
         return _generation_statistic(table, metric)
+    if task == "prompts":
+        column = _prompts_column(table, metric)
+        if column not in table.columns:
+            _unknown_metric(table, metric, task)
+        return _mean_statistic(table[column].to_numpy(dtype=float))
     column = PREFERENCE_COLUMNS.get(metric)
     if column is None:
         _unknown_metric(table, metric, task)
@@ -789,7 +812,27 @@ def _available(table: pd.DataFrame, task: str) -> list[str]:
         return names
     if task == "generation":
         return list(GENERATION_METRICS)
+    if task == "prompts":
+        return [
+            m
+            for m in (*PROMPTS_COLUMNS, *_reward_columns(table))
+            if _prompts_column(table, m) in table
+        ]
     return list(PREFERENCE_COLUMNS)
+
+
+def _reward_columns(table: pd.DataFrame) -> list[str]:
+    """The per-reward columns of a policy's table: reward_<name> and reward_<name>_before."""
+    return [
+        str(c)
+        for c in table.columns
+        if str(c).startswith("reward_") and str(c) not in PROMPTS_COLUMNS and c != "reward_sources"
+    ]
+
+
+def _prompts_column(table: pd.DataFrame, metric: str) -> str:
+    """The column a policy metric averages (its own name for the per-reward ones)."""
+    return PROMPTS_COLUMNS.get(metric, metric)
 
 
 def _unknown_metric(table: pd.DataFrame, metric: str, task: str) -> NoReturn:

@@ -41,7 +41,9 @@ SECONDARY_METRICS = {
     "generation": ("rouge1", "bleu", "chrf"),
     "chat": ("rouge1", "bleu", "chrf"),
     "preference": ("reward_margin", "loglik_win_rate"),
+    "prompts": ("reward_before", "kl"),
 }
+POLICY_EXAMPLES = 3  # held-out prompts shown answered before and after RL
 ERROR_CHARS = 200
 CLASSIFICATION_EXAMPLES = 5
 CLASSIFICATION_INPUT_CHARS = 120
@@ -414,6 +416,8 @@ def _disagreements_part(runs: list[_Run], task: str | None) -> str:
     """Test rows where the finished methods predict differently (rows aligned by position)."""
     if task == "preference":
         return _agreement_part(runs)
+    if task == "prompts":
+        return _policy_part(runs)
     if task not in ("classification", "generation", "chat"):
         return ""
     import pandas as pd
@@ -520,6 +524,54 @@ def _agreement_part(runs: list[_Run]) -> str:
         "(a DPO policy's implicit reward, a reward model's score).\n\n"
         + md.table(["methods", "same order", "Spearman of margins", "pairs"], rows)
     )
+
+
+def _policy_part(runs: list[_Run]) -> str:
+    """What RL did to each policy on the held-out prompts: the reward (in total and per
+    reward) and length before and after, the KL to the reference, and a few prompts
+    answered before and after."""
+    import pandas as pd
+
+    blocks = []
+    for run in runs:
+        path = run.file(PREDICTIONS_FILE) if run.ok else None
+        try:
+            table = pd.read_parquet(path) if path is not None and path.is_file() else None
+        except (OSError, ValueError):
+            table = None
+        if table is None or not {"reward", "reward_before", "completion"} <= set(table.columns):
+            continue
+        rewards = ["reward"] + [
+            c for c in table.columns if str(c).startswith("reward_") and f"{c}_before" in table
+        ]
+        rows = [
+            [md.code(name), f"{table[f'{name}_before'].mean():.3f}", f"{table[name].mean():.3f}"]
+            for name in rewards
+        ]
+        rows.append(
+            ["words", f"{table['words_before'].mean():.1f}", f"{table['words'].mean():.1f}"]
+        )
+        rows.append(["KL to the reference (nats)", "0", f"{table['kl'].mean():.2f}"])
+        examples = []
+        for i in range(min(POLICY_EXAMPLES, len(table))):
+            row = table.iloc[i]
+            examples.append(
+                [
+                    md.cell(row["prompt"], GENERATION_CHARS),
+                    md.cell(row["completion_before"], GENERATION_CHARS)
+                    + f" ({row['reward_before']:.2f})",
+                    md.cell(row["completion"], GENERATION_CHARS) + f" ({row['reward']:.2f})",
+                ]
+            )
+        blocks.append(
+            f"### What RL changed: {md.code(run.method)}\n\nMeans over {len(table)} held-out "
+            "prompts, each answered by sampling before and after training (total reward is "
+            "the weighted sum of the rewards):\n\n"
+            + md.table(["", "before", "after"], rows)
+            + "\n\nThe first held-out prompts, answered before and after (reward):\n\n"
+            + md.table(["prompt", "before", "after"], examples)
+        )
+    return "\n\n".join(blocks)
 
 
 def _decisions_part(runs: list[_Run]) -> str:

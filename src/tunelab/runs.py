@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from tunelab.config import RunConfig, digest
 from tunelab.errors import TrainingError
@@ -183,17 +184,24 @@ def fingerprint(cfg: RunConfig, data_version: str | None, code: str | None = Non
     return digest(payload, length=20)
 
 
-def starting_point(cfg: RunConfig) -> dict[str, str]:
+def starting_point(cfg: RunConfig, rewards: bool = True) -> dict[str, Any]:
     """What pins the weights a run starts from: the model (none for the sklearn
-    baselines), the run a DPO init_from names, a train.resume_from checkpoint."""
+    baselines), the run a DPO or GRPO init_from names, a train.resume_from checkpoint;
+    with ``rewards``, what a GRPO policy is rewarded by (registered versions resolved
+    in the MLflow registry, so a moved alias trains anew)."""
     t = cfg.train
     found = {}
-    if t.method == "dpo" and t.dpo.init_from:
-        found["init_from"] = _folder_id(Path(t.dpo.init_from).expanduser(), RESULT_FILE)
+    start = t.policy_init_from
+    if start:
+        found["init_from"] = _folder_id(Path(start).expanduser(), RESULT_FILE)
     elif model_label(cfg) != "sklearn":
         found["model"] = weights_id(cfg.model.name, cfg.model.revision)
     if t.resume_from:
         found["resume_from"] = _folder_id(Path(t.resume_from).expanduser(), "trainer_state.json")
+    if rewards and t.method == "grpo":
+        from tunelab.train import rewards as reward_sources
+
+        found["rewards"] = reward_sources.pins(cfg)
     return found
 
 

@@ -27,9 +27,9 @@ from tunelab.config import DataConfig
 from tunelab.data import chat, schema, sources
 from tunelab.errors import ConfigError, DataSchemaError, DataSourceError, TunelabError
 
-TASKS = ("classification", "generation", "chat", "preference")
-# Tried in this order: the most specific column sets first.
-PRIORITY = ("preference", "chat", "generation", "classification")
+TASKS = ("classification", "generation", "chat", "preference", "prompts")
+# Tried in this order: the most specific column sets first (prompts alone: the least).
+PRIORITY = ("preference", "chat", "generation", "classification", "prompts")
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -56,6 +56,8 @@ LABEL_NAMES = _words(
 PROMPT_NAMES = _words(
     "prompt instruction question input query context source article document dialogue dialog text"
 )
+# Names that say "a prompt to answer" on their own, without a response beside them.
+PROMPTS_NAMES = _words("prompt query instruction question")
 RESPONSE_NAMES = _words(
     "response output answer completion target summary reply highlights abstract answers"
 )
@@ -339,6 +341,7 @@ def _reading(task: str, profiles: list[ColumnProfile], forced: str | None) -> Re
         "chat": _chat,
         "generation": _generation,
         "classification": _classification,
+        "prompts": _prompts,
     }[task](profiles, asked)
 
 
@@ -440,6 +443,28 @@ def _classification(profiles: list[ColumnProfile], asked: bool) -> Reading | Non
     return Reading("classification", roles, why, guessed)
 
 
+def _prompts(profiles: list[ColumnProfile], asked: bool) -> Reading | None:
+    """A prompt column and nothing that answers it: prompts for a policy to answer (GRPO).
+    A response, chosen or rejected column makes it another task unless --task prompts."""
+    usable = [p for p in profiles if not (p.conversation or p.numeric)]
+    answers = (*RESPONSE_NAMES, *CHOSEN_NAMES, *REJECTED_NAMES)
+    if not asked and any(p.key in answers and p.filled for p in usable):
+        return None
+    prompt = _named(usable, PROMPTS_NAMES if not asked else PROMPT_NAMES)
+    guessed: tuple[str, ...] = ()
+    if prompt is None and asked:
+        texts = [p for p in usable if p.text_like]
+        if texts:
+            prompt, guessed = texts[0], ("prompt",)
+    if prompt is None:
+        return None
+    why = (
+        f"'{prompt.name}' holds prompts with no answer beside them: prompts for a policy "
+        "to answer in reinforcement learning (GRPO), scored by rewards."
+    )
+    return Reading("prompts", {"prompt": prompt.name}, why, guessed)
+
+
 def _named(profiles: list[ColumnProfile], names: tuple[str, ...]) -> ColumnProfile | None:
     """The column with the most likely name (the tables' order), if any."""
     return next((p for name in names for p in profiles if p.key == name and p.filled), None)
@@ -455,6 +480,7 @@ def _refusal(origin: str, profiles: list[ColumnProfile], task: str | None) -> st
         "preference": "chosen and rejected columns (the preferred and dispreferred answer) "
         "and one prompt column; whole conversations without a separate prompt need the "
         "shared beginning moved into a prompt column first",
+        "prompts": "one text column of prompts (named e.g. prompt, query, instruction or question)",
     }
     if task:
         return (
@@ -465,7 +491,8 @@ def _refusal(origin: str, profiles: list[ColumnProfile], task: str | None) -> st
     return (
         f"{origin}: cannot tell the task from the columns. Columns found: {columns}. Name "
         "them as tunelab does (text + label: classification; prompt + response: "
-        "generation; messages: chat; prompt + chosen + rejected: preference), or pass "
+        "generation; messages: chat; prompt + chosen + rejected: preference; prompt alone: "
+        "prompts), or pass "
         f"--task ({', '.join(TASKS)}), e.g. `tunelab init {origin} --task classification`."
     )
 
@@ -579,7 +606,7 @@ def _warn_unused_context(
     profiles: list[ColumnProfile], reading: Reading, unused: list[str], warnings: list[str]
 ) -> None:
     """Alpaca-style data: an 'input' next to the 'instruction' is context the prompt lacks."""
-    if reading.task not in ("generation", "preference"):
+    if reading.task not in ("generation", "preference", "prompts"):
         return
     extra = [p for p in profiles if p.name in unused and p.key in PROMPT_NAMES and p.filled]
     for p in extra:
@@ -612,7 +639,10 @@ def _length(canonical: pd.DataFrame, task: str, warnings: list[str]) -> tuple[in
     """model.max_length covering about 98% of the examples' estimated tokens, the note
     that says so, and an estimate of the longest answers (new tokens to generate)."""
     estimates = _token_estimates(canonical, task)
-    limit = RECIPES[task]["model_limit"]
+    # Prompts have no starter recipe (see init_project); a decoder answers them, as in
+    # generation.
+    recipe = RECIPES.get(task, RECIPES["generation"])
+    limit = recipe["model_limit"]
     if not estimates:
         return 256, "no examples to measure: the default", 64
     need = _quantile(estimates, 0.98)
@@ -626,7 +656,7 @@ def _length(canonical: pd.DataFrame, task: str, warnings: list[str]) -> tuple[in
     if not fits:
         warnings.append(
             f"examples run to about {need} tokens, more than model.max_length {limit} that "
-            f"suits {RECIPES[task]['model']}: the longer ones are cut, and the gate's "
+            f"suits {recipe['model']}: the longer ones are cut, and the gate's "
             "max_too_long_share may fail. Shorten them, or use a model that reads longer "
             "inputs on a GPU."
         )
@@ -742,6 +772,8 @@ def init_project(
         )
     out = Path(out)
     det = detect(data, task)
+    if det.task not in RECIPES:
+        raise ConfigError(_no_recipe(det))
     recipe = RECIPES[det.task]
     config_path = out / f"{name}-{recipe['method']}.yaml"
     milestone_path = out / f"{name}-milestone.yaml"
@@ -766,6 +798,24 @@ def init_project(
         list(baselines),
         next_commands,
     )
+
+
+def _no_recipe(det: Detection) -> str:
+    """Why init writes nothing for a task it detects but has no starter recipe for."""
+    columns = f" and data.columns: {_y(det.columns)}" if det.columns else ""
+    return (
+        f"{det.origin}: read as {det.task} data ({_roles_text_of(det)}), but `tunelab init` "
+        f"writes no run config for {det.task} data: a GRPO run needs train.grpo.rewards (what "
+        "to reward), which the data cannot tell. Copy configs/prompts.yaml, set "
+        f"data.name, data.source: {det.source}{columns}, then `tunelab data prepare` it; "
+        "add train.method: grpo and train.grpo.rewards to train on it."
+    )
+
+
+def _roles_text_of(det: Detection) -> str:
+    kept = [f"{name} <- '{name}'" for name in det.kept]
+    mapped = [f"{canon} <- '{src}'" for src, canon in det.columns.items()]
+    return ", ".join([*mapped, *kept])
 
 
 def _refuse_existing(paths: list[Path], force: bool) -> None:

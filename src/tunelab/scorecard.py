@@ -36,6 +36,7 @@ DEFAULT_PRIMARY = {
     "generation": "rougeL",
     "chat": "rougeL",
     "preference": "reward_accuracy",
+    "prompts": "reward",
 }
 
 
@@ -186,6 +187,8 @@ def _score(card: Scorecard, result: TrainResult, cfg: RunConfig) -> None:
         card.plots["loss"] = result.artifacts["loss_plot"]
     if "margin_plot" in result.artifacts:  # a reward model's held-out margins
         card.plots["reward_margins"] = result.artifacts["margin_plot"]
+    if "reward_plot" in result.artifacts:  # a policy's reward and KL per step
+        card.plots["reward_curve"] = result.artifacts["reward_plot"]
 
 
 def _labels_of(table: pd.DataFrame) -> list[str] | None:

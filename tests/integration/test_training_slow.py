@@ -84,3 +84,26 @@ def test_smollm2_reward_model_ranks_chosen_above_rejected_on_held_out_pairs(tmp_
     assert result.metrics["test_reward_margin"] > 0
     assert result.metrics["merge_max_abs_diff"] < 1e-3
     assert any("accuracy" in h for h in result.history)  # trl's reward metrics, logged
+
+
+def test_smollm2_grpo_raises_the_sentiment_champions_positive_probability(tmp_path):
+    """`tunelab train` twice in one workspace: the TF-IDF sentiment classifier becomes the
+    champion, then a few GRPO steps of SmolLM2 (LoRA) against its probability of
+    "positive" raise that reward on the held-out prompts, within the KL budget."""
+    from tunelab.pipeline.method import train_and_register
+
+    workspace = Workspace(tmp_path)
+    classifier = train_and_register(config.load(CONFIGS / "sentiment-tfidf.yaml"), workspace)
+    assert classifier.registration.aliases.get("champion") == classifier.registration.version
+    cfg = config.load(
+        CONFIGS / "prompts-grpo.yaml",
+        ["train.max_steps=16", "train.learning_rate=1e-4", "train.save_steps=100"],
+    )
+    outcome = train_and_register(cfg, workspace)
+    m = outcome.result.metrics
+    reward = "reward_sentiment-classifier-positive"
+    assert m[f"test_{reward}"] == m["test_reward"]
+    assert m["test_reward"] > m["before_test_reward"] + 0.02, m
+    assert 0 < m["test_kl"] <= cfg.train.grpo.kl_budget, m
+    assert outcome.registration.model_name == "prompts-policy"
+    assert outcome.registration.decision is not None

@@ -51,7 +51,7 @@ def test_invalid_value_names_allowed_values():
     with pytest.raises(ConfigError) as err:
         config.load(None, ["data.task=regression"])
     assert "data.task" in str(err.value)
-    assert "'classification', 'generation', 'chat' or 'preference'" in str(err.value)
+    assert "'classification', 'generation', 'chat', 'preference' or 'prompts'" in str(err.value)
 
 
 def test_split_fractions_must_sum_to_one():

@@ -291,3 +291,32 @@ def test_importing_models_loads_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_tiny_tokenizers_train_on_a_fixed_list_of_samples():
+    from importlib import resources
+
+    from tunelab.models import tiny
+
+    # A new bundled sample (prompts.jsonl) must not change every tiny model's bytes.
+    assert tiny.CORPUS_SAMPLES == (
+        "chat.jsonl",
+        "instructions.jsonl",
+        "preferences.jsonl",
+        "sentiment.jsonl",
+    )
+    samples = resources.files("tunelab.data").joinpath("samples")
+    expected = []
+    for name in tiny.CORPUS_SAMPLES:
+        for line in samples.joinpath(name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                expected += [str(v) for _, v in sorted(row.items()) if isinstance(v, str) and v]
+    assert tiny._corpus() == expected
+    prompts = samples.joinpath("prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(prompts[0])["prompt"] not in set(expected)
+
+
+def test_decoder_aliases_serve_prompts_data():
+    serving = {name for name, alias in models.ALIASES.items() if "prompts" in alias.tasks}
+    assert serving == {"tiny-gpt2", "tiny-llama", "smollm2-135m-instruct"}

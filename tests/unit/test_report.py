@@ -494,3 +494,51 @@ def test_preference_methods_show_whether_their_rewards_agree(tmp_path):
     (row,) = table_rows(text)
     # p2 is ordered differently (0.3 vs -1.0); ranks 4,3,1,2 vs 4,1,2,3: rho = 0.4.
     assert "`dpo` / `reward`" in row and "| 75% |" in row and "+0.40" in row and "| 4 |" in row
+
+
+def test_a_policy_tuned_by_rl_shows_its_rewards_and_answers_before_and_after(tmp_path):
+    """Per reward: the held-out mean before and after; the KL; the first prompts answered
+    before and after with their rewards."""
+    run = write_run(
+        tmp_path / "grpo",
+        "reviews",
+        "grpo",
+        "prompts",
+        "reward",
+        0.75,
+        (0.5, 1.0),
+        predictions={
+            "prompt": ["Review a kettle.", "Review a lamp."],
+            "completion_before": ["It boils.", "Dim."],
+            "completion": ["A lovely kettle!", "Bright and nice."],
+            "reward_before": [0.25, 0.25],
+            "reward": [0.5, 1.0],
+            "reward_positive_before": [0.25, 0.25],
+            "reward_positive": [0.5, 1.0],
+            "words_before": [2.0, 1.0],
+            "words": [3.0, 3.0],
+            "kl": [1.0, 2.0],
+        },
+    )
+    entry = DatasetEntry("reviews", "v1", {"train": 8, "test": 2}, "passed", None, None)
+    done = write_review(
+        Review(
+            "Review",
+            "2025-01-02T03:04:05",
+            [entry],
+            [MethodRecord("reviews", "grpo", run_dir=run)],
+            {},
+            "mlflow ui",
+        ),
+        tmp_path / "out",
+    )
+    text = section(done.markdown_path.read_text(), "What RL changed: `grpo`", "reviews")
+    rows = table_rows(text)
+    assert "| `reward` | 0.250 | 0.750 |" in rows
+    assert "| `reward_positive` | 0.250 | 0.750 |" in rows
+    assert "| words | 1.5 | 3.0 |" in rows
+    assert "| KL to the reference (nats) | 0 | 1.50 |" in rows
+    assert any(
+        "Review a kettle." in r and "It boils. (0.25)" in r and "A lovely kettle! (0.50)" in r
+        for r in rows
+    )

@@ -299,3 +299,36 @@ def test_a_bundled_source_works_too(here):
     assert result.detection.labels == list(MOODS)
     cfg, _ = loaded(result)
     assert cfg.data.source == "bundled:sentiment" and cfg.data.columns == {}
+
+
+def test_a_file_of_prompts_alone_reads_as_prompts(here):
+    records = [
+        {"id": i, "query": f"Write a short review of the cafe on street {i}."} for i in range(30)
+    ]
+    write_jsonl(here / "asks.jsonl", records)
+    det = scaffold.detect(here / "asks.jsonl")
+    assert det.task == "prompts"
+    assert det.columns == {"query": "prompt"} and det.unused == ["id"]
+    assert "GRPO" in det.why and det.alternatives == []
+    assert scaffold.detect("bundled:prompts").task == "prompts"
+
+
+def test_a_response_beside_the_prompt_keeps_it_generation(here):
+    det = scaffold.detect("bundled:instructions")
+    assert det.task == "generation" and det.alternatives == []
+    forced = scaffold.detect("bundled:instructions", task="prompts")
+    assert forced.task == "prompts" and forced.kept == ["prompt"]
+    assert forced.unused == ["response"]
+
+
+def test_init_on_prompts_says_what_to_write_instead(here):
+    write_jsonl(
+        here / "asks.jsonl", [{"question": f"Describe shop {i} briefly."} for i in range(20)]
+    )
+    with pytest.raises(ConfigError) as info:
+        scaffold.init_project(here / "asks.jsonl")
+    message = str(info.value)
+    assert message.startswith("asks.jsonl: read as prompts data (prompt <- 'question')")
+    assert "train.grpo.rewards" in message and "configs/prompts.yaml" in message
+    assert "data.columns: {question: prompt}" in message
+    assert not list(here.glob("*.yaml"))

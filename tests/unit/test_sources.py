@@ -24,7 +24,13 @@ def test_bundled_samples_load_in_canonical_form(name):
     cfg = data_cfg(f"bundled:{name}", f"data.task={info['task']}")
     raw = sources.ingest(cfg)
     frame = raw.frames[sources.WHOLE]
-    minimum = {"sentiment": 600, "preferences": 300, "instructions": 150, "chat": 180}[name]
+    minimum = {
+        "sentiment": 600,
+        "preferences": 300,
+        "instructions": 150,
+        "chat": 180,
+        "prompts": 200,
+    }[name]
     assert len(frame) >= minimum
     assert frame.notna().all().all()
     if info["labels"]:

@@ -151,6 +151,9 @@ def fix_for(kind: str | None, seen: Seen) -> str | None:
             return f"data.truncation=keep_end (or keep_start, or drop), or {raise_it}"
         if seen.task == "chat":
             return f"{raise_it}, or split or shorten the long conversations in the source"
+        if seen.task == "prompts":
+            # Only the prompt is in the data; the answer's length is the training config's.
+            return f"{raise_it} (it bounds the prompt alone), or shorten the prompts in the source"
         return f"{raise_it}, or shorten the texts in the source"
     if kind == "leakage":
         fix = "data.clean.drop_leaked=train (drops the train copies; held-out splits stay whole)"

@@ -13,6 +13,9 @@ names) is escaped by ``markdown``, so a row's Markdown or HTML shows as text.
 Chat data is described per conversation: conversations per split, turns per
 conversation, lengths (tokens of the whole conversation as the gate counts them, through
 the chat template when the tokenizer has one) and example conversations turn by turn.
+Prompts data (GRPO) has no answers to describe: a prompt's tokens are counted as the gate
+counts them, the prompt as the policy is given it, since only the prompt must fit
+model.max_length.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ def write_report(
     else:
         texts = text_columns(task, stacked)
         lengths = {col: _lengths(stacked[col], counter) for col in texts}
+    if task == "prompts":
+        lengths = {"prompt": _prompt_lengths(stacked, counter)}
 
     sections = [_warnings_section(warnings)] if warnings else []
     sections.append(_rows_section(stacked, names, "conversations" if task == "chat" else "rows"))
@@ -154,6 +159,20 @@ def _conversation_lengths(stacked: pd.DataFrame, counter: TokenCounter) -> pd.Da
     characters = stacked[CONVERSATION].str.len()
     return pd.DataFrame(
         {"characters": characters.where(is_chat), "tokens": tokens.where(is_chat)},
+        index=stacked.index,
+        dtype="float64",
+    )
+
+
+def _prompt_lengths(stacked: pd.DataFrame, counter: TokenCounter) -> pd.DataFrame:
+    """Characters of a prompt and its tokens as the gate counts them (the prompt as the
+    policy is given it); NaN where the cell is not text."""
+    prompts = stacked["prompt"]
+    is_text = prompts.map(lambda v: isinstance(v, str))
+    characters = prompts.map(lambda v: len(v) if isinstance(v, str) else math.nan)
+    tokens = counter.example_lengths("prompts", stacked[["prompt"]])
+    return pd.DataFrame(
+        {"characters": characters, "tokens": tokens.where(is_text)},
         index=stacked.index,
         dtype="float64",
     )
@@ -337,6 +356,13 @@ def _lengths_section(stacked, lengths, names, counter, directory, task="") -> _S
             "Per conversation: characters of its turns' texts, and tokens of "
             f"{md.inline(counter.framing('chat'))} (counted as {md.inline(counter.label)}), "
             "as the gate's length check counts them."
+        )
+    if task == "prompts":
+        what = (
+            "Per prompt: characters, and tokens of "
+            f"{md.inline(counter.framing('prompts'))} (counted as {md.inline(counter.label)}), "
+            "as the gate's length check counts them against model.max_length. The answers "
+            "are generated in training, so their length is set there, not by the data."
         )
     markdown = "## Lengths\n\n" + what + "\n\n" + md.table(headers, body) + "\n\n" + images
     return _Section(markdown, {"lengths": summary}, plots)

@@ -16,6 +16,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "generation": ("prompt", "response"),
     "chat": (chat.COLUMN,),
     "preference": ("prompt", "chosen", "rejected"),
+    # Prompts a policy answers during reinforcement learning (GRPO); the answers are generated.
+    "prompts": ("prompt",),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {"classification": ("text_pair",)}
 

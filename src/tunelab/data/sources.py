@@ -47,6 +47,12 @@ BUNDLED: dict[str, dict] = {
         # conversations run longer than one prompt and response.
         "model": {"max_length": 512},
     },
+    "prompts": {
+        "task": "prompts",
+        "labels": None,
+        "about": "prompts alone, asking for a short review or description of a product, "
+        "place, service, film, book or app, for a policy to answer in GRPO",
+    },
 }
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")

@@ -9,7 +9,10 @@ cached per process.
 
 An example is counted as training frames it: a chat conversation whole, through the
 tokenizer's chat template; a generation pair as a user turn and an assistant turn of
-that template (plain text plus eos without one); special tokens included. Counts never
+that template (plain text plus eos without one); a prompt of prompts data (GRPO) alone,
+as the policy sees it before it answers: a user turn up to where the assistant's turn
+starts (the prompt and a newline without a template), since the completion is generated
+and bounded by the training config, not the data; special tokens included. Counts never
 touch the data, so they never change a data version; they change the gate's outcome.
 """
 
@@ -66,6 +69,8 @@ class TokenCounter:
             "generation": "prompt and response"
             + (" as a user and an assistant turn of the chat template" if template else ""),
             "preference": "the prompt with the longer response",
+            "prompts": "the prompt alone"
+            + (" as a user turn of the chat template, up to the assistant's" if template else ""),
             "classification": "text (and text_pair)",
         }[task] + ", special tokens included"
 
@@ -141,6 +146,8 @@ def _framed(tokenizer, family: str, template: bool, task: str, frame: pd.DataFra
             return [len(_ids(tokenizer, t, True)) for t in texts]
         return [len(_ids(tokenizer, t, True, p or None)) for t, p in zip(texts, pairs, strict=True)]
     prompts = _texts(frame, "prompt")
+    if task == "prompts":
+        return [_prompt(tokenizer, family, template, prompt) for prompt in prompts]
     if task == "generation":
         responses = [_texts(frame, "response")]
     else:  # preference: the longer of the two completions decides
@@ -160,6 +167,21 @@ def _pair(tokenizer, family: str, template: bool, prompt: str, response: str) ->
         return _conversation(tokenizer, True, turns)
     eos = 1 if tokenizer.eos_token_id is not None else 0
     return len(_ids(tokenizer, f"{prompt}\n", True)) + len(_ids(tokenizer, response, False)) + eos
+
+
+def _prompt(tokenizer, family: str, template: bool, prompt: str) -> int:
+    """A prompt as a policy is given it: the user turn up to where its answer starts."""
+    if template:
+        turn = [{"role": "user", "content": prompt}]
+        try:
+            out = tokenizer.apply_chat_template(turn, tokenize=True, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - a template that refuses one turn: count it plain
+            pass
+        else:
+            return len(out["input_ids"] if isinstance(out, Mapping) else out)
+    if family == "seq2seq":
+        return len(_ids(tokenizer, prompt, True))
+    return len(_ids(tokenizer, f"{prompt}\n", True))
 
 
 def _conversation(tokenizer, template: bool, messages: list[chat.Message] | None) -> int:

@@ -56,7 +56,9 @@ def champion_reference(
     challenger's test split, loaded by tunelab itself (``packaging.load_registered``: the
     files are read as data, no code from the model store runs): both are then judged on
     the same rows. Preference policies cannot be re-scored that way (their metric needs
-    the reference model's log-probabilities), so the gate refuses to compare them.
+    the reference model's log-probabilities), nor policies tuned by RL (their rewards come
+    from sampling against reward models that may have moved), so the gate refuses to
+    compare them.
     """
     version = registry.aliases(tracking, name).get(registry.CHAMPION)
     if version is None:
@@ -66,7 +68,7 @@ def champion_reference(
     run = call(tracking, f"read run {mv.run_id}", lambda: client.get_run(mv.run_id))
     split = run.data.tags.get(f"{TAG}test_split")
     label = f"champion v{version} ({mv.tags.get('method', '?')})"
-    if card is not None and split != card.test_split and card.task != "preference":
+    if card is not None and split != card.test_split and card.task not in ("preference", "prompts"):
         table = rescore(tracking, name, version, card)
         if table is not None:
             return gate.Reference(

@@ -3,12 +3,13 @@
 A challenger is compared with one reference on the same frozen test split, row by row:
 the champion if there is one, else the best baseline: the best recorded baseline run on
 the same test split, or, when none was run, the trivial one built in (majority class,
-echoing the prompt, the untrained reference policy). It is promoted only if its primary
-metric beats the reference by at least ``registry.min_improvement`` (None: the task's
-default, :data:`DEFAULT_MIN_IMPROVEMENT`), a two-sided paired test (exact McNemar for
-accuracy, paired bootstrap otherwise) gives p <= ``registry.significance``, and it meets
-the optional limits on latency and size. The delta interval is at level
-1 - ``registry.significance``, so a promoted challenger's interval excludes 0.
+echoing the prompt, the untrained reference policy, a policy before its RL). It is promoted
+only if its primary metric beats the reference by at least ``registry.min_improvement``
+(None: the task's default, :data:`DEFAULT_MIN_IMPROVEMENT`), a two-sided paired test
+(exact McNemar for accuracy, paired bootstrap otherwise) gives p <= ``registry.significance``,
+and it meets the optional limits on latency and size (and a policy's KL budget). The delta
+interval is at level 1 - ``registry.significance``, so a promoted challenger's interval
+excludes 0.
 """
 
 from __future__ import annotations
@@ -139,6 +140,13 @@ def implicit_baseline(card: Scorecard, table: pd.DataFrame) -> Reference | None:
             if card.method == "reward"
             else "the untrained reference policy (built in)"
         )
+    elif card.task == "prompts" and "reward_before" in table.columns:
+        # The same held-out prompts answered by the policy before training.
+        base = table.copy()
+        for column in [c for c in table.columns if str(c).endswith("_before")]:
+            base[column.removesuffix("_before")] = base[column]
+        base["kl"] = 0.0
+        label = "the policy before training (built in)"
     else:
         return None
     return Reference(label, base.drop(columns=_cached_scores(base)), card.test_split)
@@ -165,6 +173,13 @@ def align(challenger: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFra
             raise ValueError(
                 f"the two prediction tables disagree in column '{column}': they were not "
                 "scored on the same test rows"
+            )
+    if "reward_sources" in a.columns and "reward_sources" in b.columns:
+        mine, theirs = str(a["reward_sources"].iloc[0]), str(b["reward_sources"].iloc[0])
+        if mine != theirs:
+            raise ValueError(
+                f"the two policies were scored by different rewards ({mine} vs {theirs}), so "
+                "their rewards are not comparable"
             )
     if n == 0:
         raise ValueError("no test rows in common")
@@ -278,8 +293,18 @@ def format_p(p: float) -> str:
 
 
 def check_limits(card: Scorecard, cfg: RunConfig) -> dict[str, str]:
-    """Optional limits (registry.max_latency_p95_ms, registry.max_model_size_mb)."""
+    """Optional limits (registry.max_latency_p95_ms, registry.max_model_size_mb), and a
+    policy's KL budget (train.grpo.kl_budget: its held-out KL to the reference)."""
     limits = {}
+    if card.task == "prompts":
+        budget = cfg.train.grpo.kl_budget
+        kl = card.metrics.get("test_kl")
+        if kl is None or not math.isfinite(kl):
+            limits["KL to the reference (nats)"] = f"exceeded: not measured (budget {budget:g})"
+        elif kl > budget:
+            limits["KL to the reference (nats)"] = f"exceeded: {kl:.4g} > {budget:g}"
+        else:
+            limits["KL to the reference (nats)"] = f"ok: {kl:.4g} <= {budget:g}"
     for name, cost_key, limit in (
         ("latency p95 (ms)", "latency_p95_ms", cfg.registry.max_latency_p95_ms),
         ("model size (MB)", "model_size_mb", cfg.registry.max_model_size_mb),

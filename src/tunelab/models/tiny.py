@@ -1,6 +1,7 @@
 """Tiny random models for tests, each built from a recipe with a tokenizer trained on the samples.
 
-A build is deterministic: the same recipe, seed and bundled samples give the same bytes.
+A build is deterministic: the same recipe, seed and corpus samples (CORPUS_SAMPLES) give the
+same bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from tunelab.errors import ModelError
 
 TINY_SEED = 1234
 MAX_LENGTH = 512  # positions of every tiny model, and its tokenizer's model_max_length
+# The bundled samples the tiny tokenizers are trained on, in this order. A fixed list, not
+# every sample: a new sample would change every tiny model's bytes (and its fingerprint).
+CORPUS_SAMPLES = ("chat.jsonl", "instructions.jsonl", "preferences.jsonl", "sentiment.jsonl")
 
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -53,7 +57,7 @@ RECIPES: dict[str, TinyRecipe] = {
     "tiny-gpt2": TinyRecipe(
         description="random 2-layer GPT-2 (hidden 64), byte-level BPE trained on the bundled "
         "samples; for tests",
-        tasks=("classification", "generation", "preference"),
+        tasks=("classification", "generation", "preference", "prompts"),
         family="decoder",
         vocabulary="byte-level-bpe",
         vocab_size=1500,
@@ -72,7 +76,7 @@ RECIPES: dict[str, TinyRecipe] = {
     "tiny-llama": TinyRecipe(
         description="random 2-layer Llama (hidden 64) with bos/eos/pad and a chat template; "
         "for tests",
-        tasks=("classification", "generation", "preference"),
+        tasks=("classification", "generation", "preference", "prompts"),
         family="decoder",
         vocabulary="byte-level-bpe",
         vocab_size=1500,
@@ -201,12 +205,17 @@ def corpus_hash() -> str:
 
 
 def _corpus() -> list[str]:
-    """Every text field of every bundled sample, in a fixed order: the tiny tokenizers' corpus."""
+    """Every text field of the CORPUS_SAMPLES, in that order: the tiny tokenizers' corpus."""
     lines: list[str] = []
     samples = resources.files("tunelab.data").joinpath("samples")
-    for entry in sorted(samples.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".jsonl"):
-            continue
+    for name in CORPUS_SAMPLES:
+        entry = samples.joinpath(name)
+        if not entry.is_file():
+            # Skipping it would quietly give every tiny model other bytes.
+            raise ModelError(
+                f"The bundled sample tunelab/data/samples/{name} that the tiny tokenizers are "
+                "trained on is missing. Reinstall tunelab (pip install --force-reinstall)."
+            )
         for raw in entry.read_text(encoding="utf-8").splitlines():
             if not raw.strip():
                 continue
@@ -218,7 +227,8 @@ def _corpus() -> list[str]:
                 lines.extend(str(v) for _, v in sorted(row.items()) if isinstance(v, str) and v)
     if not lines:
         raise ModelError(
-            "No bundled samples (tunelab/data/samples/*.jsonl) to train a tokenizer on."
+            "No bundled samples (tunelab/data/samples: "
+            f"{', '.join(CORPUS_SAMPLES)}) to train a tokenizer on."
         )
     return lines
 

@@ -270,10 +270,13 @@ def run_method(
     finished: list[MethodRecord] = (),
 ) -> MethodRecord:
     """One method through its three steps; a failure is recorded, never raised, so the
-    other methods go on. ``finished`` holds the records a DPO init_from may start from."""
+    other methods go on. ``finished`` holds the records an init_from or reward_from names."""
     record = MethodRecord(spec.dataset, spec.name, required=spec.required)
     try:
-        cfg = spec.config_for(init_source(spec, finished))
+        cfg = spec.config_for(
+            run_of(spec, spec.init_from, finished, "starts from"),
+            run_of(spec, spec.reward_from, finished, "is rewarded by"),
+        )
     except PipelineError as exc:
         return record.fail("train", str(exc))
     version = context.data_versions[spec.dataset]
@@ -318,14 +321,16 @@ def _run(record: MethodRecord, run_step: StepRunner, call: StepCall):
     return outcome.value
 
 
-def init_source(spec: MethodSpec, finished: list[MethodRecord]) -> str | None:
-    """The run folder a DPO method starts from (its init_from method's), if any."""
-    if not spec.init_from:
+def run_of(
+    spec: MethodSpec, needed: str | None, finished: list[MethodRecord], how: str
+) -> str | None:
+    """The run folder of a method this one needs (its init_from or reward_from), if any."""
+    if not needed:
         return None
-    source = next((r for r in finished if r.label == spec.init_from), None)
+    source = next((r for r in finished if r.label == needed), None)
     if source is None or not source.ok or not source.run_dir:
         raise PipelineError(
-            f"{spec.label} starts from {spec.init_from}, which did not finish"
+            f"{spec.label} {how} {needed}, which did not finish"
             + (f" ({source.error})" if source and source.error else "")
         )
     return source.run_dir

@@ -9,6 +9,12 @@ datasets:
     lora: {config: sentiment-lora.yaml, set: [train.epochs=2], required: true}
   preferences:
     dpo: {config: preferences-dpo.yaml, init_from: instructions/lora}
+    reward: preferences-reward.yaml
+  prompts:                     # RL from the SFT run against the reward model above
+    grpo:
+      config: prompts-grpo.yaml
+      init_from: instructions/lora
+      reward_from: preferences/reward
   reviews:                     # shared sections: list the methods under `methods:`
     data: {source: bundled:sentiment, max_rows: {train: 300}}
     set: [train.seed=7]
@@ -18,13 +24,15 @@ datasets:
 ```
 
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors to reuse.
-``init_from: DATASET/METHOD`` starts a DPO policy from that method's run output (an SFT
-or LoRA run listed earlier). ``required: false`` lets the pipeline end Completed when
-that method fails. A dataset's shared ``data`` section is merged over each method's
-config (its ``name`` defaults to the dataset's), then the shared ``set`` and the method's
-own ``set`` apply, in that order; a method listed there may have no ``config`` (it
-starts from the defaults). Each method's run config is parsed once, here, and
-travels with it.
+``init_from: DATASET/METHOD`` starts a DPO or GRPO policy from that method's run output
+(an SFT or LoRA run listed earlier); ``reward_from: DATASET/METHOD`` rewards a GRPO policy
+with that reward model's run (train.method=reward, listed earlier), in place of the
+config's ``model:`` reward (or as one more reward when it has none). ``required: false``
+lets the pipeline end Completed when that method fails. A dataset's shared ``data``
+section is merged over each method's config (its ``name`` defaults to the dataset's),
+then the shared ``set`` and the method's own ``set`` apply, in that order; a method
+listed there may have no ``config`` (it starts from the defaults). Each method's run
+config is parsed once, here, and travels with it.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from tunelab import config as config_mod
 from tunelab.config import DataConfig, RunConfig
 from tunelab.errors import ConfigError
 
-METHOD_KEYS = {"config", "set", "required", "init_from"}
+METHOD_KEYS = {"config", "set", "required", "init_from", "reward_from"}
 DATASET_KEYS = {"data", "set", "methods"}
 TOP_KEYS = {"title", "concurrency", "datasets"}
 
@@ -51,17 +59,31 @@ class MethodSpec:
     overrides: tuple[str, ...] = ()
     required: bool = True
     init_from: str | None = None  # "dataset/method"
+    reward_from: str | None = None  # "dataset/method", a reward model for GRPO
 
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.name}"
 
-    def config_for(self, init_dir: str | None) -> RunConfig:
-        """The run config; a DPO method starts from ``init_dir`` (its init_from's run)."""
-        if init_dir is None:
+    @property
+    def waits_for(self) -> list[str]:
+        """The methods whose runs this one needs (init_from, reward_from)."""
+        return [m for m in (self.init_from, self.reward_from) if m]
+
+    def config_for(self, init_dir: str | None, reward_dir: str | None = None) -> RunConfig:
+        """The run config; a policy starts from ``init_dir`` (its init_from's run), a GRPO
+        policy is rewarded by ``reward_dir`` (its reward_from's run)."""
+        train = self.cfg.train
+        updates = {}
+        if init_dir is not None:
+            section = "grpo" if train.method == "grpo" else "dpo"
+            updates[section] = getattr(train, section).model_copy(update={"init_from": init_dir})
+        if reward_dir is not None:
+            grpo = updates.get("grpo", train.grpo)
+            updates["grpo"] = grpo.model_copy(update={"rewards": _with_reward(grpo, reward_dir)})
+        if not updates:
             return self.cfg
-        dpo = self.cfg.train.dpo.model_copy(update={"init_from": init_dir})
-        return self.cfg.model_copy(update={"train": self.cfg.train.model_copy(update={"dpo": dpo})})
+        return self.cfg.model_copy(update={"train": train.model_copy(update=updates)})
 
 
 @dataclass(frozen=True)
@@ -82,11 +104,11 @@ class Plan:
 
     def independent(self) -> list[MethodSpec]:
         """Methods that start from a model: they may all run at once."""
-        return [m for m in self.methods() if not m.init_from]
+        return [m for m in self.methods() if not m.waits_for]
 
     def dependent(self) -> list[MethodSpec]:
-        """Methods that start from another method's run (DPO's init_from): they wait."""
-        return [m for m in self.methods() if m.init_from]
+        """Methods that need another method's run (init_from, reward_from): they wait."""
+        return [m for m in self.methods() if m.waits_for]
 
     def data_configs(self) -> list[RunConfig]:
         """One config per dataset (its first method's) for the data preparation step."""
@@ -224,6 +246,7 @@ def _methods(path: Path, dataset: str, raw: Any, shared: _Shared) -> list[Method
                 overrides=overrides,
                 required=bool(entry.get("required", True)),
                 init_from=entry.get("init_from"),
+                reward_from=entry.get("reward_from"),
             )
         )
     return specs
@@ -260,11 +283,13 @@ def _check(plan: Plan) -> None:
                     "which must name a method listed before it (DATASET/METHOD). Listed "
                     f"before it: {sorted(seen) or 'none'}."
                 )
-            if cfg.train.method != "dpo":
+            if cfg.train.method not in ("dpo", "grpo"):
                 raise ConfigError(
-                    f"{plan.path}: init_from is for DPO methods; {method.label} trains "
-                    f"{cfg.train.method}."
+                    f"{plan.path}: init_from is for policy methods (dpo, grpo); "
+                    f"{method.label} trains {cfg.train.method}."
                 )
+        if method.reward_from:
+            _check_reward_from(plan, method, seen)
         seen.add(method.label)
     for dataset in plan.datasets:
         first = dataset.methods[0]
@@ -278,6 +303,39 @@ def _check(plan: Plan) -> None:
                     "same prepared data: state it once in the dataset's shared 'data:' "
                     "section (methods listed under 'methods:')."
                 )
+
+
+def _check_reward_from(plan: Plan, method: MethodSpec, seen: set[str]) -> None:
+    if method.cfg.train.method != "grpo":
+        raise ConfigError(
+            f"{plan.path}: reward_from is for GRPO methods; {method.label} trains "
+            f"{method.cfg.train.method}."
+        )
+    if method.reward_from not in seen:
+        raise ConfigError(
+            f"{plan.path}: method {method.label} has reward_from={method.reward_from}, which "
+            "must name a method listed before it (DATASET/METHOD). Listed before it: "
+            f"{sorted(seen) or 'none'}."
+        )
+    source = plan.find(method.reward_from)
+    if source.cfg.train.method != "reward":
+        raise ConfigError(
+            f"{plan.path}: method {method.label} has reward_from={method.reward_from}, which "
+            f"trains {source.cfg.train.method}, not a reward model (train.method=reward)."
+        )
+
+
+def _with_reward(grpo, reward_dir: str) -> list:
+    """The GRPO rewards with every ``model:`` reward pointing at ``reward_dir`` (one is
+    added, weight 1, when there is none)."""
+    from tunelab.config import RewardSource
+
+    rewards = [
+        r.model_copy(update={"model": reward_dir}) if r.kind == "model" else r for r in grpo.rewards
+    ]
+    if not any(r.kind == "model" for r in rewards):
+        rewards.append(RewardSource(model=reward_dir))
+    return rewards
 
 
 def _differences(first: DataConfig, other: DataConfig) -> list[str]:

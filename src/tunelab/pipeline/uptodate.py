@@ -145,7 +145,8 @@ def inputs(plan: Plan, tracking_uri: str) -> dict[str, str] | str:
         if identity is None:
             return f"the source of {cfg.data.name} ({cfg.data.source}) is only known by reading it"
         sources[cfg.data.name] = identity
-    weights = {m.label: starting_point(m.cfg) for m in methods}
+    # Registered rewards are not looked up here: the registry's aliases are compared below.
+    weights = {m.label: starting_point(m.cfg, rewards=False) for m in methods}
     for cfg in plan.data_configs():
         if cfg.data.tokenizer and cfg.data.tokenizer != "whitespace":
             weights[f"{cfg.data.name} tokenizer"] = {"model": weights_id(cfg.data.tokenizer)}
@@ -153,7 +154,7 @@ def inputs(plan: Plan, tracking_uri: str) -> dict[str, str] | str:
         "title": plan.title,
         "concurrency": plan.concurrency,
         "methods": [
-            [m.label, m.required, m.init_from, m.cfg.model_dump(mode="json")] for m in methods
+            [m.label, m.required, m.waits_for, m.cfg.model_dump(mode="json")] for m in methods
         ],
     }
     return {

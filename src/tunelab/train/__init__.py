@@ -7,6 +7,8 @@
 - lora, prefix, prompt, ia3: PEFT adapters, with a verified merged model (adapters.py)
 - dpo: preference optimisation with trl (preference.py)
 - reward: a reward model on preference pairs with trl's RewardTrainer (reward.py)
+- grpo: a policy tuned against rewards with trl's GRPO or RLOO trainer (grpo.py, the
+  rewards in rewards.py)
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     **{m: ("classification", "generation", "chat") for m in ADAPTER_METHODS},
     "dpo": ("preference",),
     "reward": ("preference",),
+    "grpo": ("prompts",),
 }
 ADVICE = {
     "preference": "use train.method=dpo (a policy) or reward (a reward model) for preference data",
     "classification": "use baseline, full or an adapter method (lora, prefix, prompt, ia3)",
     "generation": "use baseline (prompting), full or an adapter method for generation data",
     "chat": "use baseline (prompting), full or an adapter method (lora, ia3) for chat data",
+    "prompts": "use train.method=grpo (a policy tuned against train.grpo.rewards) for prompts "
+    "data; its baseline is the policy before training",
 }
 
 
@@ -54,6 +59,10 @@ def check_method(cfg: RunConfig) -> None:
             f"train.baseline.kind={kind} needs classification data, but '{cfg.data.name}' is "
             f"{task} data. Use train.baseline.kind=prompt."
         )
+    if method == "grpo":
+        from tunelab.train import grpo
+
+        grpo.check(cfg)
     check_trainer_args(cfg)
     quantization.check(cfg)
 
@@ -97,6 +106,8 @@ def train(
         from tunelab.train import adapters as module
     elif method == "reward":
         from tunelab.train import reward as module
+    elif method == "grpo":
+        from tunelab.train import grpo as module
     else:
         from tunelab.train import preference as module
     return module.train(cfg, data, output_dir, data_version)

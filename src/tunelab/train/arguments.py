@@ -77,6 +77,15 @@ TRL_FIELDS: dict[str, dict[str, str]] = {
         "precompute_ref_log_probs": "reference log-probs are computed as training goes",
     },
 }
+_POLICY_FIELDS = {
+    "num_generations": "use train.grpo.num_generations",
+    "max_completion_length": "use train.grpo.max_completion_length",
+    "temperature": "use train.grpo.temperature",
+    "beta": "use train.grpo.beta",
+    "reward_weights": "use the weight of each train.grpo.rewards entry",
+    "trust_remote_code": "use model.trust_remote_code",
+}
+TRL_FIELDS["GRPOConfig"] = TRL_FIELDS["RLOOConfig"] = _POLICY_FIELDS
 # Schedules that need one of these lr_scheduler_kwargs (their signature does not say so).
 SCHEDULE_NEEDS_ONE_OF = {"cosine_with_min_lr": ("min_lr", "min_lr_rate")}
 
@@ -148,8 +157,8 @@ def training_arguments(
 
 def arguments_class(cfg: RunConfig):
     """The class of the Trainer arguments for this run: trl's DPOConfig for dpo,
-    RewardConfig for reward, SFTConfig for generation and chat data, else
-    TrainingArguments."""
+    RewardConfig for reward, GRPOConfig or RLOOConfig for grpo, SFTConfig for generation
+    and chat data, else TrainingArguments."""
     if cfg.train.method == "dpo":
         from trl import DPOConfig
 
@@ -158,6 +167,14 @@ def arguments_class(cfg: RunConfig):
         from trl import RewardConfig
 
         return RewardConfig
+    if cfg.train.method == "grpo":
+        if cfg.train.grpo.algorithm == "rloo":
+            from trl import RLOOConfig
+
+            return RLOOConfig
+        from trl import GRPOConfig
+
+        return GRPOConfig
     if cfg.data.task in ("generation", "chat"):
         from trl import SFTConfig
 

@@ -380,14 +380,29 @@ def run_trl_trainer(trainer, output_dir: Path, result: TrainResult):
     result.history = history_from(trainer.state.log_history)
     result.metrics["train_loss"] = float(output.training_loss)
     runtime = (output.metrics or {}).get("train_runtime")
-    # trl counts the (unpadded) tokens of the batches this session trained on.
-    tokens = getattr(trainer, "_total_train_tokens", None)
+    # trl's DPO and reward trainers count the (unpadded) tokens of the batches this
+    # session trained on; its GRPO and RLOO trainers count prompt and completion tokens
+    # in the state (num_tokens), from the run's start.
+    tokens = getattr(trainer, "_total_train_tokens", None) or session_tokens(trainer, resumed)
     if runtime and tokens:
         result.tokens_per_second = round(tokens / runtime, 1)
     steps = trainer.state.global_step - checkpoint_step(resumed)
     if runtime and steps > 0:
         result.metrics["train_seconds_per_step"] = round(runtime / steps, 4)
     return model
+
+
+def session_tokens(trainer, resumed: str | None) -> int:
+    """Input tokens the Trainer's state counted in this session (num_input_tokens_seen,
+    less what the checkpoint it resumed from had counted)."""
+    seen = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    if resumed:
+        try:
+            state = json.loads((Path(resumed) / "trainer_state.json").read_text("utf-8"))
+            seen -= int(state.get("num_input_tokens_seen") or 0)
+        except (OSError, ValueError):
+            return 0  # unknown: no tokens/s rather than a wrong one
+    return max(seen, 0)
 
 
 def checkpoint_step(checkpoint: str | None) -> int:
@@ -489,18 +504,22 @@ def out_of_memory(exc: BaseException) -> TrainingError:
 
 # What trl's RewardTrainer logs per step besides the loss.
 REWARD_MODEL_LOGS = ("accuracy", "margin", "eval_accuracy", "eval_margin")
+# What trl's GRPO and RLOO trainers log per step: the mean reward of the sampled
+# completions (and per reward: rewards/<name>/mean), the KL to the reference, lengths.
+POLICY_LOGS = ("reward", "reward_std", "kl", "entropy", "completions/mean_length")
 
 
 def history_from(log_history: list[dict]) -> list[dict]:
     """Keep the per-step losses of Trainer.state.log_history (drop the summary row), with
-    DPO's rewards and log-probs and a reward model's pairwise accuracy and margin."""
+    DPO's rewards and log-probs, a reward model's pairwise accuracy and margin, and a
+    GRPO policy's rewards, KL and completion lengths."""
     rows = []
     for entry in log_history:
         if "train_loss" in entry:  # the end-of-training summary row
             continue
         row = {"step": entry.get("step"), "epoch": entry.get("epoch")}
         for key, value in entry.items():
-            if key in ("loss", "eval_loss", *REWARD_MODEL_LOGS) or key.startswith(
+            if key in ("loss", "eval_loss", *REWARD_MODEL_LOGS, *POLICY_LOGS) or key.startswith(
                 ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
             ):
                 row[key] = value

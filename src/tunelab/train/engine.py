@@ -153,6 +153,52 @@ class Engine:
                 self.tokens += int(mask.sum()) + int((new != tok.pad_token_id).sum())
         return out
 
+    def sample(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        seed: int = 0,
+        desc: str = "sampling",
+    ) -> list[list[int]]:
+        """One sampled continuation per tokenized prompt (plain sampling at ``temperature``,
+        no top-k or top-p), as token ids up to and including the first eos. Seeded: the
+        same model, prompts and seed give the same samples."""
+        import torch
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        eos = self.model.generation_config.eos_token_id
+        eos = tok.eos_token_id if eos is None else eos
+        stops = set(eos if isinstance(eos, list) else [eos])
+        settings = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            num_beams=1,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=eos,
+        )
+        torch.manual_seed(seed)
+        out: list[list[int]] = [[] for _ in prompts]
+        with self._inference():
+            for batch in self._batches(prompts, len, False, desc):
+                ids, mask = self.pad([prompts[i] for i in batch], "left")
+                generated = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=settings,
+                ).cpu()
+                new = self._new_tokens(generated, ids)
+                for row, i in enumerate(batch):
+                    tokens = new[row].tolist()
+                    end = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
+                    out[i] = tokens[:end]
+                self.tokens += int(mask.sum()) + sum(len(out[i]) for i in batch)
+        return out
+
     def logprobs(self, pairs: list[Pair], desc: str = "scoring") -> list[Score]:
         """(sum of token log-likelihoods, token count) of each continuation given its prompt."""
         # Longest first, so similar lengths share a batch and an out-of-memory shows early.

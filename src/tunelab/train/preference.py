@@ -153,7 +153,8 @@ def train(
             )
 
         with torch.no_grad():
-            _save(result, policy, tokenizer, cfg, output_dir, held_out, device)
+            probe = [c for c, _, _, _ in held_out or []]
+            save_policy(result, policy, tokenizer, cfg, output_dir, probe, device, d.use_adapter)
         del trainer
     return common.finish(result, meter, device)
 
@@ -177,8 +178,10 @@ def _quiet_datasets():
 
 
 def policy_source(cfg: RunConfig) -> models.ResolvedModel:
-    """The model DPO starts from: ``train.dpo.init_from`` if set, else ``model.name``."""
-    init = cfg.train.dpo.init_from
+    """The model a policy (DPO, GRPO) starts from: its train.<method>.init_from if set,
+    else ``model.name``."""
+    init = cfg.train.policy_init_from
+    key = f"train.{cfg.train.method}.init_from"
     if init is None:
         resolved = models.resolve(cfg.model.name, cfg.model.revision)
         where = f"model.name={cfg.model.name}"
@@ -189,9 +192,7 @@ def policy_source(cfg: RunConfig) -> models.ResolvedModel:
             "Hugging Face model folder with config.json"
         )
         if not folder.is_dir():
-            raise TrainingError(
-                f"train.dpo.init_from={init!r} does not exist. Expected {expected}."
-            )
+            raise TrainingError(f"{key}={init!r} does not exist. Expected {expected}.")
         candidates = [folder / "merged", folder / "model", folder]
         found = next((c for c in candidates if (c / "config.json").is_file()), None)
         if found is None:
@@ -202,14 +203,14 @@ def policy_source(cfg: RunConfig) -> models.ResolvedModel:
                 else ""
             )
             raise TrainingError(
-                f"train.dpo.init_from={init!r} holds no model (no config.json in merged/, model/ "
+                f"{key}={init!r} holds no model (no config.json in merged/, model/ "
                 f"or the folder itself). Expected {expected}.{hint}"
             )
         resolved = models.resolve(str(found))
-        where = f"train.dpo.init_from={init}"
+        where = f"{key}={init}"
     if resolved.family != "decoder":
         raise TrainingError(
-            f"DPO trains decoder-only language models, but {where} is a {resolved.family} "
+            f"A policy is a decoder-only language model, but {where} is a {resolved.family} "
             f"model ({resolved.path}). Use a decoder such as tiny-llama, tiny-gpt2 or "
             "smollm2-135m-instruct."
         )
@@ -489,9 +490,12 @@ def predictions_table(
 # ---------------------------------------------------------------- saving
 
 
-def _save(result, policy, tokenizer, cfg: RunConfig, output_dir: Path, held_out, device) -> None:
-    """adapter/ (+ merged/, verified) with LoRA, else model/; safetensors with the tokenizer."""
-    if not cfg.train.dpo.use_adapter:
+def save_policy(
+    result, policy, tokenizer, cfg: RunConfig, output_dir: Path, probe, device, use_adapter: bool
+) -> None:
+    """adapter/ (+ merged/, its logits checked on the ``probe`` token sequences) with LoRA,
+    else model/; safetensors with the tokenizer."""
+    if not use_adapter:
         path = output_dir / "model"
         policy.save_pretrained(str(path))
         tokenizer.save_pretrained(str(path))
@@ -504,7 +508,7 @@ def _save(result, policy, tokenizer, cfg: RunConfig, output_dir: Path, held_out,
     if not cfg.train.adapter.merge:
         result.notes.append("train.adapter.merge=false: no merged model was saved.")
         return
-    probe = _probe_batch(held_out, tokenizer, device)
+    probe = _probe_batch(probe, tokenizer, device)
     unmerged = policy(**probe, use_cache=False).logits.float() if probe else None
     merged = policy.merge_and_unload()
     if probe:
@@ -526,9 +530,9 @@ def _save(result, policy, tokenizer, cfg: RunConfig, output_dir: Path, held_out,
     result.artifacts["merged"] = "merged"
 
 
-def _probe_batch(held_out, tokenizer, device, rows: int = 4) -> dict | None:
-    """A few held-out chosen sequences, padded, to compare merged and unmerged logits."""
-    if not held_out:
+def _probe_batch(sequences, tokenizer, device, rows: int = 4) -> dict | None:
+    """A few held-out token sequences, padded, to compare merged and unmerged logits."""
+    if not sequences:
         return None
-    ids, mask = pad([c for c, _, _, _ in held_out[:rows]], tokenizer.pad_token_id, "right")
+    ids, mask = pad(list(sequences[:rows]), tokenizer.pad_token_id, "right")
     return {"input_ids": ids.to(device.device), "attention_mask": mask.to(device.device)}
