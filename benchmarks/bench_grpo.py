@@ -405,9 +405,9 @@ def report(s: Settings, repeats: int, note: str, command: str) -> str:
             if same_tokens
             else "differ between the sides in some round (see the table)."
         ),
-        f"- tunelab's own `TrainResult.tokens_per_second`: {', '.join(reported)} "
-        "(it divides trl's `_total_train_tokens`, which GRPOTrainer sets to 0 and never "
-        "counts, by `train_runtime`; hence this benchmark counts trl's `num_tokens`).",
+        f"- tunelab's own `TrainResult.tokens_per_second`, per run: {', '.join(reported)} "
+        "(the tokens trl's state counted in the session, `num_tokens`, / `train_runtime`: "
+        "the definition of this table).",
     ]
     return "\n".join(lines).rstrip() + "\n"
 

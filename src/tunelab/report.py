@@ -545,13 +545,19 @@ def _policy_part(runs: list[_Run]) -> str:
             c for c in table.columns if str(c).startswith("reward_") and f"{c}_before" in table
         ]
         rows = [
-            [md.code(name), f"{table[f'{name}_before'].mean():.3f}", f"{table[name].mean():.3f}"]
+            [
+                md.code(name),
+                _with_ci(run, f"before_test_{name}", table[f"{name}_before"].mean()),
+                _with_ci(run, f"test_{name}", table[name].mean()),
+            ]
             for name in rewards
         ]
         rows.append(
             ["words", f"{table['words_before'].mean():.1f}", f"{table['words'].mean():.1f}"]
         )
-        rows.append(["KL to the reference (nats)", "0", f"{table['kl'].mean():.2f}"])
+        rows.append(
+            ["KL to the reference (nats)", "0", _with_ci(run, "test_kl", table["kl"].mean())]
+        )
         examples = []
         for i in range(min(POLICY_EXAMPLES, len(table))):
             row = table.iloc[i]
@@ -565,13 +571,21 @@ def _policy_part(runs: list[_Run]) -> str:
             )
         blocks.append(
             f"### What RL changed: {md.code(run.method)}\n\nMeans over {len(table)} held-out "
-            "prompts, each answered by sampling before and after training (total reward is "
-            "the weighted sum of the rewards):\n\n"
+            "prompts, each answered by sampling before and after training, with bootstrap "
+            "intervals over the prompts (the total reward is the weighted sum of the rewards):\n\n"
             + md.table(["", "before", "after"], rows)
             + "\n\nThe first held-out prompts, answered before and after (reward):\n\n"
             + md.table(["prompt", "before", "after"], examples)
         )
     return "\n\n".join(blocks)
+
+
+def _with_ci(run: _Run, metric: str, mean: float) -> str:
+    """A held-out mean with its interval from the run's metrics (when recorded)."""
+    metrics = run.card.get("metrics") or {}
+    low, high = _number(metrics.get(f"{metric}_ci_low")), _number(metrics.get(f"{metric}_ci_high"))
+    text = f"{mean:.3f}"
+    return text if low is None or high is None else f"{text} [{low:.3f}-{high:.3f}]"
 
 
 def _decisions_part(runs: list[_Run]) -> str:

@@ -2,8 +2,8 @@
 the fingerprint of everything its result depends on, which names it.
 
 One definition for every stage: training writes these files, scoring reads them, the
-lifecycle layer logs them, the review shows them. Nothing here imports torch, MLflow or
-the orchestrator.
+lifecycle layer logs them, the review shows them. Nothing here imports torch or the
+orchestrator; MLflow only to pin the registered rewards of a GRPO run (train/rewards.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = CONFIGS / "tiny.yaml"
 # The methods of tiny.yaml that train with a Trainer.
-LIVE = ("full", "lora", "ia3", "dpo", "reward")
+LIVE = ("full", "lora", "ia3", "dpo", "reward", "grpo")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,13 @@ def test_milestone_trains_tracks_registers_and_reviews_every_method(milestone_wo
     dpo = methods[("tiny-preferences", "dpo")].registration.decision
     assert dpo.reference == 0.5, dpo.reason
     assert (summary.champions["tiny-preferences-policy"] == "1") == dpo.promote, dpo.reason
+    # GRPO starts from the SFT run and is rewarded by the reward model's run as well as by
+    # its config's rule; the gate pairs it with itself before training.
+    grpo = methods[("tiny-prompts", "grpo")]
+    notes = " ".join(TrainResult.load(grpo.run_dir).notes)
+    assert "letter_e" in notes and "tiny-preferences-reward" in notes, notes
+    assert methods[("tiny-instructions", "lora")].run_dir in notes
+    assert grpo.registration.decision.versus == "the policy before training (built in)"
     champion = registry.aliases(target, "tiny-sentiment-classifier")["champion"]
     assert methods[("tiny-sentiment", "tfidf")].registration.version == champion
 

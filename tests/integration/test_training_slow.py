@@ -1,6 +1,6 @@
 """The real bundled models learn the bundled data: classifiers beat the majority baseline,
 DPO makes the policy prefer the chosen answers on held-out pairs, a reward model ranks
-them."""
+them, GRPO raises a classifier's reward."""
 
 from __future__ import annotations
 
@@ -87,23 +87,23 @@ def test_smollm2_reward_model_ranks_chosen_above_rejected_on_held_out_pairs(tmp_
 
 
 def test_smollm2_grpo_raises_the_sentiment_champions_positive_probability(tmp_path):
-    """`tunelab train` twice in one workspace: the TF-IDF sentiment classifier becomes the
-    champion, then a few GRPO steps of SmolLM2 (LoRA) against its probability of
-    "positive" raise that reward on the held-out prompts, within the KL budget."""
+    """`tunelab train` twice in one workspace: the MiniLM LoRA sentiment classifier becomes
+    the champion, then configs/prompts-grpo.yaml (12 GRPO steps of SmolLM2 with LoRA)
+    against its probability of "positive" raises that reward on the held-out prompts,
+    within the KL budget, and the gate judges the policy."""
     from tunelab.pipeline.method import train_and_register
 
     workspace = Workspace(tmp_path)
-    classifier = train_and_register(config.load(CONFIGS / "sentiment-tfidf.yaml"), workspace)
+    classifier = train_and_register(config.load(CONFIGS / "sentiment-lora.yaml"), workspace)
     assert classifier.registration.aliases.get("champion") == classifier.registration.version
-    cfg = config.load(
-        CONFIGS / "prompts-grpo.yaml",
-        ["train.max_steps=16", "train.learning_rate=1e-4", "train.save_steps=100"],
-    )
+    cfg = config.load(CONFIGS / "prompts-grpo.yaml")
     outcome = train_and_register(cfg, workspace)
     m = outcome.result.metrics
     reward = "reward_sentiment-classifier-positive"
     assert m[f"test_{reward}"] == m["test_reward"]
-    assert m["test_reward"] > m["before_test_reward"] + 0.02, m
+    # Seen: 0.54 before, 0.71 after (paired bootstrap p = 0.001, 24 prompts), KL 2.5 nats.
+    assert m["test_reward"] > m["before_test_reward"] + 0.05, m
     assert 0 < m["test_kl"] <= cfg.train.grpo.kl_budget, m
     assert outcome.registration.model_name == "prompts-policy"
-    assert outcome.registration.decision is not None
+    decision = outcome.registration.decision
+    assert decision.versus == "the policy before training (built in)", decision.reason

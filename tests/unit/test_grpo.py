@@ -180,6 +180,8 @@ def test_grpo_raises_a_rule_reward_on_held_out_prompts_within_the_kl_budget(trai
     assert m["test_reward_letter_a"] == m["test_reward"]
     assert m["test_reward"] >= m["before_test_reward"] + 0.15, m
     assert 0 < m["test_kl"] <= cfg.train.grpo.kl_budget, m
+    assert m["test_reward_ci_low"] <= m["test_reward"] <= m["test_reward_ci_high"]
+    assert m["before_test_reward_ci_high"] < m["test_reward_ci_high"]
     assert result.history and any("reward" in h and "kl" in h for h in result.history)
     assert result.tokens_per_second > 0  # trl's GRPO counts tokens in its state
     assert set(result.artifacts) >= {"predictions", "model", "reward_plot"}
@@ -282,3 +284,26 @@ def config_dir() -> str:
     from pathlib import Path
 
     return str(Path("configs").resolve())
+
+
+def test_rloo_trains_through_the_same_path(tmp_path, monkeypatch):
+    """train.grpo.algorithm=rloo: trl's RLOOTrainer, the same rewards, table and metrics."""
+    monkeypatch.setenv("TUNELAB_PROGRESS", "0")
+    cfg = grpo_config(
+        "train.grpo.algorithm=rloo",
+        "train.grpo.rewards=[{regex: e}]",
+        "train.grpo.max_completion_length=4",
+        "train.max_steps=2",
+    )
+    result = run_training(cfg, {"train": prompts(16), "test": prompts(24, 16)}, Workspace(tmp_path))
+    assert result.method == "grpo" and result.metrics["prompts"] == 8
+    assert {"test_reward", "before_test_reward", "test_kl"} <= set(result.metrics)
+    assert any("reward" in h for h in result.history)
+    assert "adapter" in result.artifacts  # LoRA by default, merged and verified
+    assert result.metrics["merge_max_abs_diff"] <= cfg.train.adapter.merge_atol
+
+
+def test_a_reward_reference_that_is_no_reference_says_how_to_write_one(registry_store):
+    cfg = grpo_config("train.grpo.rewards=[{classifier: 'sentiment classifier', label: x}]")
+    with pytest.raises(rewards.RewardSourceError, match=r"rewards\[0\].*Use NAME@ALIAS"):
+        rewards.resolve(cfg)

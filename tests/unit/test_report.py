@@ -519,6 +519,7 @@ def test_a_policy_tuned_by_rl_shows_its_rewards_and_answers_before_and_after(tmp
             "words": [3.0, 3.0],
             "kl": [1.0, 2.0],
         },
+        metrics={"test_reward_ci_low": 0.5, "test_reward_ci_high": 1.0},
     )
     entry = DatasetEntry("reviews", "v1", {"train": 8, "test": 2}, "passed", None, None)
     done = write_review(
@@ -534,10 +535,10 @@ def test_a_policy_tuned_by_rl_shows_its_rewards_and_answers_before_and_after(tmp
     )
     text = section(done.markdown_path.read_text(), "What RL changed: `grpo`", "reviews")
     rows = table_rows(text)
-    assert "| `reward` | 0.250 | 0.750 |" in rows
+    assert "| `reward` | 0.250 | 0.750 [0.500-1.000] |" in rows
     assert "| `reward_positive` | 0.250 | 0.750 |" in rows
     assert "| words | 1.5 | 3.0 |" in rows
-    assert "| KL to the reference (nats) | 0 | 1.50 |" in rows
+    assert "| KL to the reference (nats) | 0 | 1.500 |" in rows
     assert any(
         "Review a kettle." in r and "It boils. (0.25)" in r and "A lovely kettle! (0.50)" in r
         for r in rows

@@ -101,7 +101,7 @@ def train(
         if held_out is not None:
             after = answer(policy, reference, tokenizer, held_out, scorers, cfg, device)
             table = predictions_table(held_out, before, after, scorers)
-            result.metrics.update(policy_metrics(table, scorers))
+            result.metrics.update(policy_metrics(table, scorers, cfg))
             warnings = hacking_warnings(table, g.kl_budget)
             for warning in warnings:
                 log.warning(warning)
@@ -270,12 +270,27 @@ def predictions_table(frame: pd.DataFrame, before: dict, after: dict, scorers) -
     return table
 
 
-def policy_metrics(table: pd.DataFrame, scorers) -> dict[str, float]:
-    """Held-out means before and after (test_...), per reward and in total; KL; lengths."""
-    metrics = {"prompts": float(len(table)), "test_kl": float(table["kl"].mean())}
+def policy_metrics(table: pd.DataFrame, scorers, cfg: RunConfig) -> dict[str, float]:
+    """Held-out means before and after (test_...), per reward and in total, and the KL,
+    each with a bootstrap interval over the prompts (..._ci_low, ..._ci_high; eval.ci_level);
+    the completions' mean length."""
+    from tunelab import evaluate
+
+    means = {"test_kl": "kl"}
     for key in ("reward", *(f"reward_{r.name}" for r in scorers.rewards)):
-        metrics[f"test_{key}"] = float(table[key].mean())
-        metrics[f"before_test_{key}"] = float(table[f"{key}_before"].mean())
+        means[f"test_{key}"] = key
+        means[f"before_test_{key}"] = f"{key}_before"
+    metrics = {"prompts": float(len(table))}
+    for name, column in means.items():
+        metrics[name] = float(table[column].mean())
+        metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = evaluate.bootstrap_ci(
+            table,
+            column,
+            "prompts",
+            resamples=cfg.eval.bootstrap_resamples,
+            level=cfg.eval.ci_level,
+            seed=cfg.train.seed,
+        )
     metrics["test_completion_words"] = float(table["words"].mean())
     metrics["before_test_completion_words"] = float(table["words_before"].mean())
     return metrics

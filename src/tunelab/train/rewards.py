@@ -184,14 +184,13 @@ def _registered(reference: str, where: str) -> tuple[str, str, str, dict[str, st
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from tunelab.errors import RegistryError
     from tunelab.lifecycle.predict import parse
 
     text = reference.removeprefix(MODELS_URI)
     try:
         name, alias, version = parse(text)
-    except TrainingError:
-        raise
-    except Exception as exc:  # RegistryError: not NAME@ALIAS or NAME/VERSION
+    except RegistryError as exc:  # not NAME@ALIAS or NAME/VERSION
         raise RewardSourceError(f"{where}: {exc}") from None
     client = MlflowClient()
     try:
