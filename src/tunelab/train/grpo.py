@@ -109,9 +109,10 @@ def train(
             result.metrics["reward_hacking_warnings"] = float(len(warnings))
             common.save_predictions(table, output_dir, result, source=held_out)
         with torch.no_grad():
-            probe = [encode_prompt(tokenizer, p, conversational) for p in splits["train"][COLUMN]]
+            first = splits["train"][COLUMN].head(4)
+            probe = [encode_prompt(tokenizer, p, conversational) for p in first]
             preference.save_policy(
-                result, policy, tokenizer, cfg, output_dir, probe[:4], device, g.use_adapter
+                result, policy, tokenizer, cfg, output_dir, probe, device, g.use_adapter
             )
         del trainer
     return common.finish(result, meter, device)
