@@ -556,7 +556,11 @@ def _policy_part(runs: list[_Run]) -> str:
             ["words", f"{table['words_before'].mean():.1f}", f"{table['words'].mean():.1f}"]
         )
         rows.append(
-            ["KL to the reference (nats)", "0", _with_ci(run, "test_kl", table["kl"].mean())]
+            [
+                "KL to the reference (nats per answer)",
+                "0",
+                _with_ci(run, "test_kl", table["kl"].mean()),
+            ]
         )
         examples = []
         for i in range(min(POLICY_EXAMPLES, len(table))):

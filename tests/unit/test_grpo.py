@@ -198,7 +198,7 @@ def test_the_gate_pairs_the_policy_with_itself_before_training(trained):
     decision = gate.decide(card, table, cfg, None, [])
     assert decision.versus == "the policy before training (built in)"
     assert decision.delta == pytest.approx(card.primary - table["reward_before"].mean())
-    assert decision.limits["KL to the reference (nats)"].startswith("ok:")
+    assert decision.limits["KL to the reference (nats per answer)"].startswith("ok:")
     assert decision.promote, decision.reason
     tight = cfg.model_copy(deep=True)
     tight.train.grpo.kl_budget = card.metrics["test_kl"] / 2

@@ -538,7 +538,7 @@ def test_a_policy_tuned_by_rl_shows_its_rewards_and_answers_before_and_after(tmp
     assert "| `reward` | 0.250 | 0.750 [0.500-1.000] |" in rows
     assert "| `reward_positive` | 0.250 | 0.750 |" in rows
     assert "| words | 1.5 | 3.0 |" in rows
-    assert "| KL to the reference (nats) | 0 | 1.500 |" in rows
+    assert "| KL to the reference (nats per answer) | 0 | 1.500 |" in rows
     assert any(
         "Review a kettle." in r and "It boils. (0.25)" in r and "A lovely kettle! (0.50)" in r
         for r in rows

@@ -300,11 +300,13 @@ def check_limits(card: Scorecard, cfg: RunConfig) -> dict[str, str]:
         budget = cfg.train.grpo.kl_budget
         kl = card.metrics.get("test_kl")
         if kl is None or not math.isfinite(kl):
-            limits["KL to the reference (nats)"] = f"exceeded: not measured (budget {budget:g})"
+            limits["KL to the reference (nats per answer)"] = (
+                f"exceeded: not measured (budget {budget:g})"
+            )
         elif kl > budget:
-            limits["KL to the reference (nats)"] = f"exceeded: {kl:.4g} > {budget:g}"
+            limits["KL to the reference (nats per answer)"] = f"exceeded: {kl:.4g} > {budget:g}"
         else:
-            limits["KL to the reference (nats)"] = f"ok: {kl:.4g} <= {budget:g}"
+            limits["KL to the reference (nats per answer)"] = f"ok: {kl:.4g} <= {budget:g}"
     for name, cost_key, limit in (
         ("latency p95 (ms)", "latency_p95_ms", cfg.registry.max_latency_p95_ms),
         ("model size (MB)", "model_size_mb", cfg.registry.max_model_size_mb),
