@@ -119,7 +119,8 @@ def train(
 
 
 def check(cfg: RunConfig) -> None:
-    """What GRPO needs of the config, before anything loads: whole groups per batch."""
+    """What GRPO needs of the config, before the data gate or any model: whole groups per
+    batch, and rewards that resolve (registry references, run folders, labels)."""
     g, t = cfg.train.grpo, cfg.train
     completions = t.batch_size * t.grad_accum_steps
     if completions % g.num_generations:
@@ -130,6 +131,7 @@ def check(cfg: RunConfig) -> None:
             "step holds whole groups. Set train.batch_size to a multiple of num_generations "
             f"(e.g. {g.num_generations * max(1, completions // g.num_generations)})."
         )
+    rewards.resolve(cfg)
 
 
 # ---------------------------------------------------------------- training
