@@ -99,6 +99,28 @@ def test_the_served_model_gives_the_rewards_evaluation_saw(lora_run):
     assert scores == pytest.approx(table["reward_chosen"].tolist(), abs=1e-4)
 
 
+def test_a_grpo_reward_from_the_run_scores_in_batches_what_evaluation_saw(lora_run):
+    """A reward run's folder as a GRPO reward (``model:``): resolved by its record, named
+    after its dataset, and its batched scores equal the held-out rewards of training."""
+    from tunelab.train import rewards
+
+    cfg, result = lora_run
+    grpo = config.load(
+        None,
+        [
+            "data.task=prompts",
+            "train.method=grpo",
+            f"train.grpo.rewards=[{{model: {result.folder}}}]",
+        ],
+    )
+    (reward,) = rewards.resolve(grpo)
+    assert reward.name == "easy-pairs-reward" and reward.folder.endswith("merged")
+    scorers = rewards.load([reward])
+    table = pd.read_parquet(result.folder / "predictions.parquet").head(5)
+    scores = scorers.score(table["prompt"].tolist(), table["chosen"].tolist())[reward.name]
+    assert scores == pytest.approx(table["reward_chosen"].tolist(), abs=1e-4)
+
+
 def test_an_encoder_reward_model_scores_prompt_and_response_as_a_pair(
     tmp_path_factory, easy_splits
 ):

@@ -329,10 +329,25 @@ def _label_probabilities(model, texts: list[str], label: str, reward: Reward) ->
 
 
 def _reward_model_scores(model, prompts: list[str], completions: list[str]) -> list[float]:
-    """The reward model's raw score of each prompt and completion, as a conversation."""
-    from tunelab.lifecycle.packaging import reward_example
+    """The reward model's raw score of each prompt and completion, framed as a conversation
+    the way it was trained (``packaging.reward_input``), in one batch per framing."""
+    from tunelab.lifecycle.packaging import reward_example, reward_input
 
-    return [model.score(reward_example(p, c)) for p, c in zip(prompts, completions, strict=True)]
+    framed = [
+        reward_input(model.pipe.tokenizer, reward_example(p, c))
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    scores = [0.0] * len(framed)
+    groups: dict[str, list[int]] = {}
+    for i, (_, settings) in enumerate(framed):
+        groups.setdefault(repr(sorted(settings.items())), []).append(i)
+    for rows in groups.values():
+        settings = framed[rows[0]][1]
+        inputs = [framed[i][0] for i in rows]
+        out = model.pipe(inputs, function_to_apply="none", batch_size=len(inputs), **settings)
+        for i, item in zip(rows, out, strict=True):
+            scores[i] = float((item[0] if isinstance(item, list) else item)["score"])
+    return scores
 
 
 # ---------------------------------------------------------------- trl's reward functions
