@@ -137,20 +137,11 @@ class Engine:
             eos_token_id=eos_token_id,
             decoder_start_token_id=defaults.decoder_start_token_id,
         )
-        side = "right" if self.family == "seq2seq" else "left"
         out = [""] * len(prompts)
-        with self._inference():
-            for batch in self._batches(prompts, len, longest_first, desc):
-                ids, mask = self.pad([prompts[i] for i in batch], side)
-                generated = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    generation_config=settings,
-                ).cpu()
-                new = self._new_tokens(generated, ids)
-                for row, i in enumerate(batch):
-                    out[i] = tok.decode(new[row], skip_special_tokens=True).strip()
-                self.tokens += int(mask.sum()) + int((new != tok.pad_token_id).sum())
+        for batch, new, mask in self._generated(prompts, settings, longest_first, desc):
+            for row, i in enumerate(batch):
+                out[i] = tok.decode(new[row], skip_special_tokens=True).strip()
+            self.tokens += int(mask.sum()) + int((new != tok.pad_token_id).sum())
         return out
 
     def sample(
@@ -183,21 +174,27 @@ class Engine:
         )
         torch.manual_seed(seed)
         out: list[list[int]] = [[] for _ in prompts]
+        for batch, new, mask in self._generated(prompts, settings, False, desc):
+            for row, i in enumerate(batch):
+                tokens = new[row].tolist()
+                end = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
+                out[i] = tokens[:end]
+            self.tokens += int(mask.sum()) + sum(len(out[i]) for i in batch)
+        return out
+
+    def _generated(self, prompts: list[list[int]], settings, longest_first: bool, desc: str):
+        """(prompt indices, new tokens, attention mask) per batch of ``model.generate``
+        with ``settings``: decoder prompts left-padded, seq2seq inputs right-padded."""
+        side = "right" if self.family == "seq2seq" else "left"
         with self._inference():
-            for batch in self._batches(prompts, len, False, desc):
-                ids, mask = self.pad([prompts[i] for i in batch], "left")
+            for batch in self._batches(prompts, len, longest_first, desc):
+                ids, mask = self.pad([prompts[i] for i in batch], side)
                 generated = self.model.generate(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),
                     generation_config=settings,
                 ).cpu()
-                new = self._new_tokens(generated, ids)
-                for row, i in enumerate(batch):
-                    tokens = new[row].tolist()
-                    end = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
-                    out[i] = tokens[:end]
-                self.tokens += int(mask.sum()) + sum(len(out[i]) for i in batch)
-        return out
+                yield batch, self._new_tokens(generated, ids), mask
 
     def logprobs(self, pairs: list[Pair], desc: str = "scoring") -> list[Score]:
         """(sum of token log-likelihoods, token count) of each continuation given its prompt."""
