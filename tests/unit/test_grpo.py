@@ -105,7 +105,7 @@ def registry_store(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("reward", "message"),
     [
-        ("{classifier: nope@champion, label: positive}", "no registered model 'nope'"),
+        ("{classifier: nope@champion, label: positive}", "No registered model named 'nope'"),
         ("{classifier: sentiment-classifier@best, label: positive}", "has no alias 'best'"),
         ("{classifier: sentiment-classifier/7, label: positive}", "has no version 7"),
         (

@@ -36,8 +36,9 @@ def parse(reference: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def load(tracking: Tracking, reference: str) -> LoadedModel:
-    """Resolve the reference in the registry (clear errors), then load the version safely."""
+def resolve(tracking: Tracking, reference: str):
+    """The registered version a reference names (an MLflow ModelVersion); RegistryError
+    listing the models, aliases or versions there are when it names none."""
     name, alias, version = parse(reference)
     known = registry.aliases(tracking, name)  # unknown model -> lists registered models
     if alias is not None:
@@ -48,8 +49,15 @@ def load(tracking: Tracking, reference: str) -> LoadedModel:
                 f"`tunelab registry list {name}`."
             )
         version = known[alias]
+    return registry.version_info(tracking, name, version)  # unknown version -> lists them
+
+
+def load(tracking: Tracking, reference: str) -> LoadedModel:
+    """Resolve the reference in the registry (clear errors), then load the version safely."""
+    mv = resolve(tracking, reference)
+    name, version = mv.name, str(mv.version)
+    alias = parse(reference)[1]
     uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
-    registry.version_info(tracking, name, version)  # unknown version -> lists versions
     return call(tracking, f"load {uri}", lambda: load_registered(name, version, uri))
 
 

@@ -893,7 +893,8 @@ def version_info(tracking: Tracking, name: str, version: str):
             lambda: mlflow_client().get_model_version(name, str(version)),
         )
     except MlflowException:
-        versions = [v.version for v in mlflow_client().search_model_versions(f"name = '{name}'")]
+        found = mlflow_client().search_model_versions(f"name = '{name}'")
+        versions = [str(v.version) for v in found]  # MLflow 3 gives ints
         raise RegistryError(
             f"{name} has no version {version}. Versions: {', '.join(sorted(versions, key=int))}."
         ) from None

@@ -181,43 +181,17 @@ def _run_folder(reference: str, where: str) -> tuple[str, str, str]:
 
 def _registered(reference: str, where: str) -> tuple[str, str, str, dict[str, str]]:
     """(name, version, run id, version tags) of a registry reference, or a clear error."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    import mlflow
 
     from tunelab.errors import RegistryError
-    from tunelab.lifecycle.predict import parse
+    from tunelab.lifecycle.predict import resolve
+    from tunelab.lifecycle.tracking import Tracking
 
-    text = reference.removeprefix(MODELS_URI)
     try:
-        name, alias, version = parse(text)
-    except RegistryError as exc:  # not NAME@ALIAS or NAME/VERSION
+        mv = resolve(Tracking(mlflow.get_registry_uri()), reference.removeprefix(MODELS_URI))
+    except RegistryError as exc:  # no such reference, model, alias or version
         raise RewardSourceError(f"{where}: {exc}") from None
-    client = MlflowClient()
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        known = sorted(m.name for m in client.search_registered_models())
-        raise RewardSourceError(
-            f"{where}: no registered model '{name}' in the registry at "
-            f"{_shown_uri()}. Registered: {', '.join(known) or 'none'}. Train and register "
-            "it first (tunelab train ...), or fix the name."
-        ) from None
-    aliases = dict(model.aliases or {})
-    if alias is not None:
-        if alias not in aliases:
-            listing = ", ".join(f"@{a} (v{v})" for a, v in sorted(aliases.items())) or "none"
-            raise RewardSourceError(
-                f"{where}: {name} has no alias '{alias}'. Its aliases: {listing}. See "
-                f"`tunelab registry list {name}`."
-            )
-        version = str(aliases[alias])
-    try:
-        mv = client.get_model_version(name, version)
-    except MlflowException:
-        raise RewardSourceError(
-            f"{where}: {name} has no version {version}. See `tunelab registry list {name}`."
-        ) from None
-    return name, str(version), str(mv.run_id), dict(mv.tags or {})
+    return mv.name, str(mv.version), str(mv.run_id), dict(mv.tags or {})
 
 
 def _labels(tags: dict[str, str]) -> tuple[str, ...] | None:
@@ -230,14 +204,6 @@ def _labels(tags: dict[str, str]) -> tuple[str, ...] | None:
         return tuple(str(label) for label in json.loads(text))
     except ValueError:
         return None
-
-
-def _shown_uri() -> str:
-    import mlflow
-
-    from tunelab.redaction import redact
-
-    return redact(mlflow.get_registry_uri())
 
 
 # ---------------------------------------------------------------- scoring
