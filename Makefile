@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install dev run deps-check test test-slow test-browser lint bench gpu-check services services-stop clean-cache clean-workspace help
+.PHONY: install dev run deps-check test test-slow test-scale test-browser lint bench gpu-check services services-stop clean-cache clean-workspace help
 
 help:
 	@echo "make run        set up .venv and run the milestone pipeline on the bundled data (offline)"
@@ -22,6 +22,7 @@ help:
 	@echo "make services-stop  stop exactly those servers (by their recorded PIDs)"
 	@echo "make test       set up .venv with dev extras, check imports are declared, run the default test suite"
 	@echo "make test-slow  tests on real pretrained models"
+	@echo "make test-scale  several processes at once: DDP training (gloo), a local Dask cluster, sweeps"
 	@echo "make test-browser  the Prefect and MLflow UIs in headless Chromium (screenshots in test-outputs/browser/)"
 	@echo "make lint       ruff and the declared-imports check (deptry)"
 	@echo "make bench      benchmarks, results in docs/benchmarks.md"
@@ -69,6 +70,11 @@ test: deps-check
 
 test-slow: dev
 	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests yet"; rc=0; fi; exit $$rc
+
+# Several processes at once on this machine: DDP training over gloo, the pipeline on a local
+# Dask cluster, Optuna sweeps. Minutes on 2 cores, so out of the default run.
+test-scale: dev
+	$(BIN)/python -m pytest -m scale
 
 # Real servers, a worker and a milestone run, then both UIs in headless Chromium; needs
 # Chromium at /usr/bin/chromium (apt-get install chromium). Screenshots: test-outputs/browser/.
