@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 MILESTONE ?= configs/milestone.yaml
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
+# local: Prefect and MLflow on sqlite and files; team: PostgreSQL and an S3 store under them.
+STACK ?= local
 
 # Offline by default: nothing waits on a hub time-out; no telemetry.
 export HF_HUB_OFFLINE ?= 1
@@ -18,7 +20,8 @@ export MPLBACKEND ?= Agg
 
 help:
 	@echo "make run        set up .venv and run the milestone pipeline on the bundled data (offline)"
-	@echo "make services   start prefect server and mlflow server on 127.0.0.1 (PREFECT_PORT, MLFLOW_PORT)"
+	@echo "make services   start prefect server and mlflow server on 127.0.0.1 (PREFECT_PORT, MLFLOW_PORT;"
+	@echo "                STACK=team adds PostgreSQL and an S3 store under them)"
 	@echo "make services-stop  stop exactly those servers (by their recorded PIDs)"
 	@echo "make test       set up .venv with dev extras, check imports are declared, run the default test suite"
 	@echo "make test-slow  tests on real pretrained models"
@@ -56,7 +59,8 @@ run: install
 	$(BIN)/tunelab run $(MILESTONE)
 
 services: install
-	$(BIN)/tunelab services start --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+	@if [ "$(STACK)" = team ]; then $(BIN)/python -m pip install --quiet -e ".[team]"; fi
+	$(BIN)/tunelab services start --stack $(STACK) --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
 services-stop:
 	$(BIN)/tunelab services stop

@@ -2,7 +2,9 @@
 through train -> evaluate -> track/register/gate -> the milestone review.
 
 Wiring only: each task calls one tunelab function. Methods run through a Prefect task
-runner, `concurrency` at a time; DPO methods with `init_from` wait for their source.
+runner (flows/runners.py): threads here, `concurrency` at a time, or the worker processes
+of a Dask / Ray cluster; DPO and GRPO methods with `init_from` wait for their source.
+A training step on a GPU holds a slot of the `gpu` concurrency limit.
 A failed method does not stop the others; the flow ends Failed when a required method
 failed. Unchanged steps are reused from the cache (keys: tunelab.pipeline.cache).
 Each flow publishes its review under its own artifact keys (``review_keys``), the same on
@@ -11,20 +13,24 @@ every run, so the Artifacts page keeps one history per flow.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from functools import partial
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import as_completed
 
 from flows.data import DatasetSpec, prepare_data
+from flows.runners import gpu_slot, shared_api, task_runner
 from flows.runtime import flow_run_info, require_api, result_storage, workspace_lock
 from tunelab import console
 from tunelab.deployments import PlanChoice
 from tunelab.lifecycle import tracking
 from tunelab.pipeline import method, run, summary
 from tunelab.pipeline.plan import Plan, load_plan
+from tunelab.pipeline.runner import RunnerChoice, RunnerSpec, chosen_runner
 from tunelab.workspace import Workspace
 
 
@@ -41,8 +47,10 @@ def _key(context, parameters) -> str:
 
 @task(name="train", persist_result=True, cache_key_fn=_key)
 def train(cfg, workdir, data_version, tracking_uri, parent, tags, key) -> method.Trained:
-    """Followed live in MLflow; a cached run is neither trained nor logged again."""
-    return method.train_step(cfg, workdir, data_version, tracking_uri, parent, tags)
+    """Followed live in MLflow; a cached run is neither trained nor logged again. On a GPU
+    it holds a slot of the `gpu` limit while it trains."""
+    with gpu_slot(cfg):
+        return method.train_step(cfg, workdir, data_version, tracking_uri, parent, tags)
 
 
 @task(name="evaluate", persist_result=True, cache_key_fn=_key)
@@ -74,10 +82,33 @@ def run_step(call: method.StepCall, refresh: bool, storage) -> method.StepOutcom
     return outcome
 
 
+@dataclass
+class MethodRun:
+    """A method's record, and its step events for the flow's process when it ran in
+    another one (a Dask or Ray worker), where nobody listened."""
+
+    record: method.MethodRecord
+    pid: int = field(default_factory=os.getpid)
+    events: list[tuple[method.StepCall, method.StepOutcome]] = field(default_factory=list)
+
+    def replay(self) -> None:
+        if self.pid != os.getpid():
+            for call, outcome in self.events:
+                console.step_started(call)
+                console.step_finished(call, outcome)
+
+
 @task(name="method", cache_policy=NO_CACHE, task_run_name="{spec.label}")
-def run_method(spec, context, refresh: bool, storage, finished=()) -> method.MethodRecord:
-    steps = partial(run_step, refresh=refresh, storage=storage)
-    return method.run_method(spec, context, steps, finished)
+def run_method(spec, context, refresh: bool, storage, finished=()) -> MethodRun:
+    events = []
+
+    def steps(call: method.StepCall) -> method.StepOutcome:
+        outcome = run_step(call, refresh, storage)
+        events.append((call, outcome))
+        return outcome
+
+    record = method.run_method(spec, context, steps, list(finished), defer_register=True)
+    return MethodRun(record, events=events)
 
 
 @task(name="parent-runs", cache_policy=NO_CACHE)
@@ -99,8 +130,25 @@ def review(
     return closing
 
 
-def run_plan(plan: Plan, workspace: Workspace, refresh: bool, pipeline: str):
-    """Every method of every dataset of the plan, then the review: both flows' body."""
+def _registered(futures, register) -> list[method.MethodRecord]:
+    """The records of one wave of methods, once each trained and was scored (shown in the
+    CLI's step view as each ends), registered one after another in plan order: the gate's
+    bar (the champion, the best baseline logged so far) is then the same whichever
+    parallel method finished first. The next wave starts after them (a GRPO reward may
+    name a champion registered here)."""
+    for future in as_completed(list(futures)):
+        done = future.result(raise_on_failure=False)
+        if isinstance(done, MethodRun):
+            done.replay()
+    records = [done.record for done in futures.result()]
+    return [method.register_pending(record, register) for record in records]
+
+
+def run_plan(
+    plan: Plan, workspace: Workspace, refresh: bool, pipeline: str, runner: RunnerSpec | None = None
+):
+    """Every method of every dataset of the plan, then the review: both flows' body.
+    ``runner`` (default: the plan's) runs the methods."""
     started = summary.start_clock()
     target = tracking.setup(workspace)
     datasets = [DatasetSpec.of(cfg) for cfg in plan.data_configs()]
@@ -109,12 +157,17 @@ def run_plan(plan: Plan, workspace: Workspace, refresh: bool, pipeline: str):
     context = begin(plan, str(workspace.root), target, prepared, tags)
     storage = result_storage(workspace)
     options = {"context": unmapped(context), "refresh": refresh, "storage": unmapped(storage)}
-    with ThreadPoolTaskRunner(max_workers=plan.concurrency) as runner:
-        first = runner.map(run_method, {"spec": plan.independent(), **options})
-        then = runner.map(
+    spec = (runner or plan.runner).resolve(plan.concurrency, len(plan.independent()))
+    get_run_logger().info("The methods run on a %s.", spec.describe())
+    register = partial(run_step, refresh=refresh, storage=storage)
+    with shared_api(spec.kind, spec.address), task_runner(*spec.arguments()) as methods:
+        first = _registered(
+            methods.map(run_method, {"spec": plan.independent(), **options}), register
+        )
+        then = methods.map(
             run_method, {"spec": plan.dependent(), "finished": unmapped(first), **options}
         )
-        records = run.in_plan_order(plan, first.result(), then.result())
+        records = run.in_plan_order(plan, first, _registered(then, register))
     closing = review(plan, workspace, prepared, records, context, target, pipeline)
     return summary.finish(plan, records, closing, started)
 
@@ -125,6 +178,9 @@ def milestone(
     config: PlanChoice = "configs/milestone.yaml",
     workdir: str | None = None,
     refresh: bool = False,
+    runner: RunnerChoice | None = None,
+    address: str | None = None,
+    workers: int | None = None,
 ) -> summary.PipelineSummary:
     """Train, evaluate, register and compare every configured method.
 
@@ -135,7 +191,15 @@ def milestone(
         workdir: The workspace (data, MLflow store, reports, cache). Empty: $TUNELAB_WORKDIR,
             else the folder the flow runs in.
         refresh: Recompute every step instead of reusing the unchanged ones from the cache.
+        runner: Where the methods run: thread (in the flow's process), dask or ray (worker
+            processes of a cluster). Empty: the plan's `runner`, else thread.
+        address: The scheduler address of an existing Dask or Ray cluster, e.g.
+            tcp://10.0.0.5:8786. Empty: a local cluster on this machine.
+        workers: Methods at a time: threads, or the local cluster's worker processes.
+            Empty: the plan's concurrency (thread), else one per CPU (dask, ray).
     """
     workspace = Workspace.resolve(workdir).ensure()
+    plan = load_plan(config)
+    spec = chosen_runner(plan.runner, runner, address, workers, "the flow's parameters")
     with workspace_lock(workspace):
-        return run_plan(load_plan(config), workspace, refresh, "milestone")
+        return run_plan(plan, workspace, refresh, "milestone", spec)

@@ -21,6 +21,7 @@ from tunelab.deployments import PlanChoice
 from tunelab.lifecycle import tracking
 from tunelab.pipeline import retrain
 from tunelab.pipeline.plan import load_plan
+from tunelab.pipeline.runner import RunnerChoice, chosen_runner
 from tunelab.pipeline.summary import PipelineSummary
 from tunelab.workspace import Workspace
 
@@ -47,7 +48,11 @@ def decide(plan, candidates: dict[str, str], workspace: Workspace) -> retrain.Re
 # The docstring's Args are the descriptions of the deployment's run form.
 @flow(name="scheduled-retraining")  # log_prints off: see flows/data.py
 def scheduled_retraining(
-    config: PlanChoice = "configs/retrain.yaml", workdir: str | None = None
+    config: PlanChoice = "configs/retrain.yaml",
+    workdir: str | None = None,
+    runner: RunnerChoice | None = None,
+    address: str | None = None,
+    workers: int | None = None,
 ) -> PipelineSummary:
     """Retrain the datasets whose data changed since their champion was trained.
 
@@ -57,10 +62,17 @@ def scheduled_retraining(
             to the project folder where the worker runs.
         workdir: The workspace (data, MLflow store, reports, cache). Empty: $TUNELAB_WORKDIR,
             else the folder the flow runs in.
+        runner: Where the methods run: thread (in the flow's process), dask or ray (worker
+            processes of a cluster). Empty: the plan's `runner`, else thread.
+        address: The scheduler address of an existing Dask or Ray cluster, e.g.
+            tcp://10.0.0.5:8786. Empty: a local cluster on this machine.
+        workers: Methods at a time: threads, or the local cluster's worker processes.
+            Empty: the plan's concurrency (thread), else one per CPU (dask, ray).
     """
     workspace = Workspace.resolve(workdir).ensure()
     plan = load_plan(config)
+    spec = chosen_runner(plan.runner, runner, address, workers, "the flow's parameters")
     # Held from the decision on: what the champions serve cannot change in between.
     with workspace_lock(workspace):
         decision = decide(plan, candidate_versions(plan), workspace)
-        return decision.apply(lambda subset: run_plan(subset, workspace, False, "retraining"))
+        return decision.apply(lambda subset: run_plan(subset, workspace, False, "retraining", spec))

@@ -232,14 +232,14 @@ def _fail_os(exc: OSError, then: str = "") -> None:
 KEPT = "What finished is kept: the same command reuses it once this is fixed."
 
 
-def _run_flow(flow_fn, *args):
+def _run_flow(flow_fn, *args, **kwargs):
     """Run a Prefect flow; a user error is shown once, as a paragraph, not as a traceback."""
     if not _state["debug"]:
         _hide_user_error_tracebacks_on_console()
     from tunelab.errors import TunelabError
 
     try:
-        return flow_fn(*args)
+        return flow_fn(*args, **kwargs)
     except TunelabError as exc:
         _fail(exc)
     except OSError as exc:
@@ -742,6 +742,29 @@ def run_cmd(
             "--rerun", help="Run the flow even when nothing changed (unchanged steps reused)."
         ),
     ] = False,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            "--runner",
+            help="Where the methods run: thread (this process), dask or ray (worker "
+            "processes of a cluster). Default: the plan's `runner`, else thread.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="An existing Dask or Ray cluster (e.g. tcp://HOST:8786); default: a local one.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Methods at a time: threads, or a local cluster's worker processes. "
+            "Default: the plan's concurrency (thread), one per CPU (dask, ray).",
+        ),
+    ] = None,
     verbose: Verbose = False,
     as_json: Json = False,
 ) -> None:
@@ -753,12 +776,17 @@ def run_cmd(
     from tunelab.lifecycle import tracking
     from tunelab.pipeline import uptodate
     from tunelab.pipeline.plan import load_plan
+    from tunelab.pipeline.runner import chosen_runner
 
     started = time.perf_counter()
     _state["json"] = as_json
     if verbose:
         os.environ.setdefault("TUNELAB_PROGRESS", "1")
     plan = _run(load_plan, config)
+    # Checked before anything runs; not an input of the up-to-date check (same results).
+    chosen = _run(chosen_runner, plan.runner, runner, address, workers)
+    # Only what was chosen here: the flow reads the plan's runner itself.
+    chose = {} if chosen == plan.runner else chosen.parameters()
     workspace = _workspace()
     uri = tracking.resolve(workspace).uri
     with _locked():
@@ -778,7 +806,7 @@ def run_cmd(
             logging.getLogger(__name__).info("The flow runs: %s.", why)
             view = console.StepView(labels, run_log.terminal, live=False if verbose else None)
             with console.listening(view), view:
-                summary = _run_flow(milestone, str(config), str(workspace.root), refresh)
+                summary = _run_flow(milestone, str(config), str(workspace.root), refresh, **chose)
         done = _summary_json(summary, [_method_json(r) for r in summary.methods], run_log)
         try:
             uptodate.save(workspace, uri, done, found.inputs)
@@ -943,6 +971,178 @@ def _print_summary(done: dict, run_log=None) -> None:
         _note_log(run_log)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Run config with a sweep: section, e.g. configs/sentiment-lora-sweep.yaml."
+        ),
+    ],
+    trials: Annotated[
+        int,
+        typer.Option(
+            "--trials",
+            min=1,
+            help="Finished trials the study should hold in all: a study continued after a "
+            "stop runs only the missing ones.",
+        ),
+    ] = 10,
+    runner: Annotated[
+        str, typer.Option("--runner", help="Where trials run: thread (this process), dask or ray.")
+    ] = "thread",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="An existing Dask or Ray cluster; default: a local one."),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, help="Trials at a time (1 on a CPU).")
+    ] = 1,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name; default: derived from the config (continued)."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="Optuna storage URL; default: sweeps/<study>/study.db here."
+        ),
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote", help="Register the best trial's model and run the promotion gate."
+        ),
+    ] = False,
+    overrides: Overrides = None,
+    verbose: Verbose = False,
+    as_json: Json = False,
+) -> None:
+    """Hyperparameter sweep (Optuna): trials of the config's sweep.space, each trained,
+    evaluated and logged as a nested MLflow run; writes the best config and a report to
+    sweeps/<study>/. Running it again continues the same study. Exits non-zero when the
+    sweep could not run or no trial completed."""
+    from tunelab import console
+    from tunelab import sweep as sweeps
+    from tunelab.errors import TrainingError
+    from tunelab.pipeline.runner import runner_spec
+
+    _state["json"] = as_json
+    if verbose:
+        os.environ.setdefault("TUNELAB_PROGRESS", "1")
+    cfg = _run(sweeps.load, config, overrides, study, storage)
+    _run(runner_spec, runner, "--runner", address, parallel)
+    workspace = _workspace()
+    with _locked():
+        from flows.sweep import sweep  # Prefect: imported before the console is quiet
+
+        with _quiet("sweep", verbose) as run_log:
+            progress = _SweepProgress(run_log.terminal, sweeps.objective(cfg)[0])
+            progress.console.print(f"Sweep {sweeps.study_name(cfg)}: {trials} trials", markup=False)
+            with console.listening(progress):
+                summary = _run_flow(
+                    sweep, str(config), trials, str(workspace.root), overrides, runner,
+                    address, parallel, study, storage, promote,
+                )  # fmt: skip
+    if as_json:
+        _emit_json(_sweep_json(summary, run_log))
+    else:
+        _print_sweep(summary)
+    _note_log(run_log)
+    if summary.best is None:
+        if as_json:  # the JSON above says ok: false; one document on stdout
+            raise typer.Exit(code=TrainingError.exit_code)
+        _fail(TrainingError(f"No trial of sweep {summary.study} completed: see {summary.report}."))
+
+
+class _SweepProgress:
+    """One line per finished trial: i/N, state, value, best so far (tunelab.console)."""
+
+    def __init__(self, terminal, metric: str):
+        from rich.console import Console
+
+        self.console = Console(file=terminal, highlight=False, soft_wrap=True)
+        self.metric = metric
+
+    def started(self, label: str, step: str) -> None:
+        pass
+
+    def finished(self, label: str, step: str, outcome) -> None:
+        record = getattr(outcome, "record", None)
+        if record is None:
+            return
+        value = "" if record.value is None else f" {self.metric} {record.value:.4f}"
+        best = "" if outcome.best is None else f"; best {outcome.best:.4f}"
+        state = record.state.lower()
+        if record.state == "PRUNED" and record.error:
+            state, value = record.error, ""  # "pruned at step N (the metric there)"
+        elif record.state == "FAIL":
+            state = f"failed ({record.error})"
+        self.console.print(
+            f"  [{outcome.finished}/{outcome.total}] trial {record.number}: "
+            f"{state}{value} in {record.seconds:.0f} s{best}",
+            markup=False,
+        )
+
+
+def _sweep_json(summary, run_log) -> dict:
+    from dataclasses import asdict
+
+    best = asdict(summary.best) if summary.best else None
+    return {
+        "ok": summary.best is not None,
+        "study": summary.study,
+        "storage": summary.storage,
+        "metric": summary.metric,
+        "direction": summary.direction,
+        "trials": [asdict(t) for t in summary.trials],
+        "counts": summary.counts,
+        "ran": summary.ran,
+        "retried": summary.retried,
+        "best": best,
+        "best_config": summary.best_config,
+        "report": summary.report,
+        "plots": summary.plots,
+        "mlflow_parent_run_id": summary.parent_run_id,
+        "log": str(run_log.path),
+        **(_registration_json(summary.registration) if summary.registration else {}),
+    }
+
+
+def _print_sweep(summary) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from tunelab.console import gate_text
+
+    console = Console(soft_wrap=True, highlight=False)
+    counts = summary.counts
+    console.print(
+        f"Study {escape(summary.study)}: {len(summary.trials)} trials ({counts['COMPLETE']} "
+        f"complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed); {summary.ran} ran now."
+    )
+    if summary.retried:
+        listed = ", ".join(str(n) for n in summary.retried)
+        console.print(f"Trial(s) {listed} had been interrupted: their values ran again.")
+    if summary.best is not None:
+        best = summary.best
+        console.print(f"Best: trial {best.number}, {summary.metric} {best.value:.4f}")
+        for key, value in best.params.items():
+            console.print(f"  {escape(key)} = {escape(str(value))}")
+        console.print(f"Best config: {escape(summary.best_config)}")
+    console.print(f"Report: {escape(summary.report)}")
+    if summary.parent_run_id:
+        console.print(f"MLflow parent run: {summary.parent_run_id}")
+    done = summary.registration
+    if done is not None and done.decision:
+        console.print(
+            f"Registered {done.model_name} version {done.version}: "
+            f"[bold]{escape(gate_text(done))}[/]. {escape(done.decision.reason)}"
+        )
+    elif done is not None and done.not_registered:
+        console.print(f"Not registered: {escape(done.not_registered)}.")
+
+
 @app.command("deploy")
 def deploy_cmd(
     cron: Annotated[
@@ -951,11 +1151,44 @@ def deploy_cmd(
     timezone: Annotated[
         str | None, typer.Option("--timezone", help="Its time zone, e.g. Europe/Berlin.")
     ] = None,
+    pool_type: Annotated[
+        str,
+        typer.Option(
+            "--pool-type",
+            help="Where flow runs run: process (a worker's machine), docker (a container per "
+            "run) or kubernetes (a Job per run).",
+        ),
+    ] = "process",
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            "--pool", help="Work pool name (tunelab, tunelab-docker, tunelab-k8s by type)."
+        ),
+    ] = None,
+    image: Annotated[
+        str, typer.Option("--image", help="docker/kubernetes: the image built from Dockerfile.")
+    ] = "tunelab:0.1.0",
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="docker/kubernetes: GPUs each flow run requests.")
+    ] = 0,
+    repository: Annotated[
+        str | None,
+        typer.Option(
+            "--repository",
+            help="A git URL each flow run clones the project from (default: the image's copy, "
+            "or this folder for process pools).",
+        ),
+    ] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="The branch to clone.")] = None,
 ) -> None:
     """Create the deployments of prefect.yaml on the Prefect server in PREFECT_API_URL
-    (milestone-review, scheduled-retraining), with the process work pool 'tunelab'."""
+    (milestone-review, scheduled-retraining) on a work pool of the chosen type, created if
+    missing. The job's environment carries this shell's store settings (MLFLOW_TRACKING_URI,
+    TUNELAB_WORKDIR, AWS_ENDPOINT_URL, ...), never credentials."""
     from rich.console import Console
     from rich.table import Table
+
+    from tunelab.deployments import DeploymentTarget, store_env
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail(
@@ -965,9 +1198,10 @@ def deploy_cmd(
                 "to run the deployments in this process without a server)."
             )
         )
+    target = _run(DeploymentTarget, pool_type, pool, image, gpus, repository, branch, store_env())
     from flows.deployments import deploy_all
 
-    rows = _run(deploy_all, cron, timezone)
+    rows = _run(deploy_all, cron, timezone, target)
     table = Table(title=f"Deployments on {os.environ['PREFECT_API_URL']}")
     for column in ("deployment", "work_pool", "schedule", "id"):
         table.add_column(column, overflow="fold")
@@ -975,7 +1209,7 @@ def deploy_cmd(
         table.add_row(row["deployment"], row["work_pool"], row["schedule"], row["id"])
     console = Console()
     console.print(table)
-    console.print("Start a worker: prefect worker start --pool tunelab")
+    console.print(f"Start a worker: prefect worker start --pool {target.pool_name}")
 
 
 @app.command("serve")
@@ -994,27 +1228,52 @@ def services_start(
     prefect_port: Annotated[int, typer.Option(envvar="PREFECT_PORT")] = 4200,
     mlflow_port: Annotated[int, typer.Option(envvar="MLFLOW_PORT")] = 5000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    stack: Annotated[
+        str,
+        typer.Option(
+            "--stack",
+            help="local: Prefect and MLflow on the workspace's sqlite stores and files; team: "
+            "PostgreSQL and an S3 store (SeaweedFS) under them, for many writers.",
+        ),
+    ] = "local",
+    postgres_port: Annotated[int, typer.Option(envvar="POSTGRES_PORT")] = 5433,
+    s3_port: Annotated[
+        int, typer.Option(envvar="S3_PORT", help="The S3 gateway; SeaweedFS takes the 3 after it.")
+    ] = 8333,
 ) -> None:
     """Start `prefect server` and `mlflow server` (on the workspace's mlruns/ store), wait
-    until both are healthy, print their URLs; PIDs go to .services/."""
+    until both are healthy, print their URLs; PIDs go to .services/. With --stack team,
+    PostgreSQL (both servers' databases) and SeaweedFS (MLflow's artifacts, proxied) first."""
     from tunelab import services
 
     root = _workspace().root
-    rows = _run(
-        services.start,
-        [
-            services.prefect_spec(root, host, prefect_port),
-            services.mlflow_spec(root, host, mlflow_port),
-        ],
-        root / ".services",
-    )
+    if stack not in ("local", "team"):
+        _fail(_user_error(f"--stack {stack}: use local or team."))
+    if stack == "team":
+        from tunelab import stack as team_stack
+
+        ports = _run(team_stack.TeamPorts, prefect_port, mlflow_port, postgres_port, s3_port)
+        rows, team = _run(team_stack.start, root, host, ports)
+        exports = team.client_env()
+    else:
+        rows = _run(
+            services.start,
+            [
+                services.prefect_spec(root, host, prefect_port),
+                services.mlflow_spec(root, host, mlflow_port),
+            ],
+            root / ".services",
+        )
+        urls = {row["name"]: row["ui_url"] for row in rows}
+        exports = {
+            "PREFECT_API_URL": f"{urls['prefect']}/api",
+            "MLFLOW_TRACKING_URI": urls["mlflow"],
+        }
     for row in rows:
         typer.echo(f"{row['name']}: {row['ui_url']} (pid {row['pid']}, {row['status']})")
-    urls = {row["name"]: row["ui_url"] for row in rows}
+    shown = " ".join(f"{name}={value}" for name, value in exports.items())
     typer.echo(
-        "Use them from this shell:\n"
-        f"  export PREFECT_API_URL={urls['prefect']}/api MLFLOW_TRACKING_URI={urls['mlflow']}\n"
-        "Stop them with `make services-stop`."
+        f"Use them from this shell:\n  export {shown}\nStop them with `tunelab services stop`."
     )
 
 

@@ -456,6 +456,34 @@ class GrpoSection(Section):
     )
 
 
+class DistributedSection(Section):
+    """train.distributed: the training step in several processes (tunelab.train.distributed)."""
+
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Training processes (ranks): 1 = train in tunelab's own process; more = "
+        "launch them with torch.distributed.run (ddp) or accelerate launch (fsdp, deepspeed, "
+        "or a config file). train.batch_size stays per process: halve it to keep the batch "
+        "of one process. On the CPU each rank needs a core; on CUDA a GPU.",
+    )
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp copies the model to every rank (CPU with gloo, or GPUs); fsdp and "
+        "deepspeed (ZeRO) shard it across GPUs and need CUDA (deepspeed also its package).",
+    )
+    config: str | None = Field(
+        None,
+        description="An accelerate config file (e.g. configs/accelerate/fsdp.yaml) passed to "
+        "accelerate launch; its num_processes is overridden by processes. None = the "
+        "strategy's defaults.",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto",
+        description="torch.distributed backend: auto = nccl on CUDA, gloo on the CPU.",
+    )
+
+
 # transformers' SchedulerType values that suit one training run (no plateau, no greedy).
 LrScheduler = Literal[
     "linear",
@@ -543,6 +571,10 @@ class TrainConfig(Section):
         default_factory=RewardSection, description="Settings for method=reward."
     )
     grpo: GrpoSection = Field(default_factory=GrpoSection, description="Settings for method=grpo.")
+    distributed: DistributedSection = Field(
+        default_factory=DistributedSection,
+        description="Several training processes (DDP, FSDP, DeepSpeed); processes=1 = one.",
+    )
 
     @property
     def policy_init_from(self) -> str | None:
@@ -616,12 +648,124 @@ class RegistryConfig(Section):
     )
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
+class Distribution(Section):
+    """One key of sweep.space: a range ({low, high}, ints or floats) or a list of choices."""
+
+    # Unset keys are left out when dumped: a range shows as {low, high, log}, choices alone.
+    low: int | float | None = Field(
+        None, exclude_if=_unset, description="Smallest value of a range."
+    )
+    high: int | float | None = Field(
+        None, exclude_if=_unset, description="Largest value of a range (included)."
+    )
+    log: bool = Field(False, description="Sample the range on a log scale (low > 0).")
+    step: int | float | None = Field(
+        None, gt=0, exclude_if=_unset, description="Grid step of a range; None = any."
+    )
+    choices: list[bool | int | float | str | None] | None = Field(
+        None, exclude_if=_unset, description="The values to choose from, instead of a range."
+    )
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> Distribution:
+        has_range = self.low is not None or self.high is not None
+        if (self.choices is None) == (not has_range):
+            raise ValueError("give either low and high (a range) or choices, not both or neither")
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        """A range of whole numbers: low, high (and step) all written as ints."""
+        ends = (self.low, self.high, self.step if self.step is not None else 1)
+        return self.choices is None and all(isinstance(v, int) for v in ends)
+
+    def values(self) -> list:
+        """The values a config must accept: the ends of a range, or every choice."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+
+class SweepConfig(Section):
+    """`tunelab sweep`: an Optuna study over the keys of sweep.space (tunelab.sweep).
+    Ignored by `tunelab train`; never part of a trial's run folder or cache keys."""
+
+    space: dict[str, Distribution] = Field(
+        ...,
+        min_length=1,
+        description="Dotted model.*/train.* keys -> what to try, e.g. {train.learning_rate: "
+        "{low: 1.0e-5, high: 1.0e-2, log: true}, train.adapter.r: {choices: [4, 8, 16]}}.",
+    )
+    metric: str | None = Field(
+        None,
+        description="What a trial is judged by: a validation_* metric of the run "
+        "(validation_loss, validation_macro_f1, ...); never the test split. None = "
+        "validation_loss for trained methods, else validation_<eval primary metric>.",
+    )
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="None = minimize a *loss metric, maximize any other."
+    )
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler.")
+    seed: int = Field(0, description="Seed of the sampler.")
+    pruner: Literal["median", "none"] = Field(
+        "median",
+        description="median = stop a trial whose metric at an evaluation is worse than the "
+        "median of earlier trials at that step (needs the metric at each evaluation: "
+        "validation_loss; set train.eval_steps for several).",
+    )
+    n_startup_trials: int = Field(
+        3, ge=0, description="Trials that are never pruned (and that TPE samples at random)."
+    )
+    n_warmup_steps: int = Field(0, ge=0, description="Steps of a trial before it may be pruned.")
+    study: str | None = Field(
+        None,
+        description="Study name; None = <dataset>-<method>-<model>-<hash of the objective>, "
+        "so running the same config again continues its study.",
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL (sqlite:///..., postgresql://...); None = "
+        "sweeps/<study>/study.db in the workspace.",
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("validation_"):
+            raise ValueError(
+                f"sweep.metric must be a validation_* metric (validation_loss, "
+                f"validation_macro_f1, ...), got {value!r}: choosing a trial by the test "
+                "split would leave no unbiased test score for the winner"
+            )
+        return value
+
+
+SWEEP_SECTIONS = ("model", "train")  # what a sweep may vary: the data is prepared once
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="The dataset.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Registry.")
+    sweep: SweepConfig | None = Field(
+        None,
+        exclude_if=lambda value: value is None,  # configs without one hash as before
+        description="Hyperparameter sweep (`tunelab sweep`); None = no sweep.",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -659,9 +803,55 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> RunConfig:
     """Validate a raw config mapping; recipe names in it become tunelab's keys first."""
     raw = resolve_aliases(raw, where)
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, where)) from None
+    if cfg.sweep is not None:
+        check_space(cfg, where)
+    return cfg
+
+
+def check_space(cfg: RunConfig, where: str = "config") -> None:
+    """Every key of sweep.space names a model/train field that takes each value tried
+    (a range's ends, every choice); ConfigError naming the key otherwise."""
+    base = cfg.model_copy(update={"sweep": None}).to_dict()
+    for key, dist in cfg.sweep.space.items():
+        parts = key.split(".")
+        if parts[0] not in SWEEP_SECTIONS or len(parts) < 2:
+            raise ConfigError(
+                f"Invalid config ({where}): sweep.space key '{key}' is not a model.* or "
+                "train.* key (the data is prepared once for the whole sweep). Use dotted "
+                "keys such as train.learning_rate or train.adapter.r."
+            )
+        node = tuple(parts[:-1])
+        allowed = _allowed_keys(node)
+        if allowed and parts[-1] not in allowed:
+            near = difflib.get_close_matches(parts[-1], allowed, n=3)
+            hint = (
+                f" Did you mean {' or '.join('.'.join([*node, n]) for n in near)}?" if near else ""
+            )
+            raise ConfigError(
+                f"Invalid config ({where}): sweep.space key '{key}' is unknown.{hint} "
+                f"Allowed keys here: {', '.join(allowed)}."
+            )
+        for value in dist.values():
+            raw = merge(base, nested(parts, value))
+            try:
+                RunConfig.model_validate(raw)
+            except ValidationError as exc:
+                errors = "; ".join(e["msg"] for e in exc.errors())
+                raise ConfigError(
+                    f"Invalid config ({where}): sweep.space['{key}'] would try {value!r}, "
+                    f"which {key} does not take: {errors}. Change the range or choices."
+                ) from None
+
+
+def nested(parts: list[str], value: Any) -> dict[str, Any]:
+    """``value`` under a dotted key's parts: (["train", "lr"], 1) -> {train: {lr: 1}}."""
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
 
 
 def read_mapping(path: Path, what: str = "Config file", example: str = "configs/sentiment.yaml"):

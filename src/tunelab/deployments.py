@@ -1,5 +1,7 @@
 """The two deployments of prefect.yaml, created against a Prefect server (`tunelab deploy`)
-or served in-process (`tunelab serve`).
+or served in-process (`tunelab serve`), and where their flow runs run: a work pool of type
+process, docker or kubernetes (``DeploymentTarget``: the pool, how a run gets the code, the
+job variables that pick the image, request GPUs and point at the team's stores).
 
 prefect.yaml is the one description of them (`prefect deploy --all` reads it too); this
 module reads its `deployments:` list so the CLI and Prefect's own tooling agree. The
@@ -23,6 +25,27 @@ from tunelab.errors import ConfigError
 
 PROJECT_ENV = "TUNELAB_PROJECT"
 PROJECT_FILE = "prefect.yaml"
+
+PoolType = Literal["process", "docker", "kubernetes"]
+POOL_TYPES: tuple[str, ...] = ("process", "docker", "kubernetes")
+# The pool each type deploys to when none is named.
+DEFAULT_POOLS = {"process": "tunelab", "docker": "tunelab-docker", "kubernetes": "tunelab-k8s"}
+# Where the Dockerfile puts the project (prefect.yaml, configs/, flows/) in the image.
+IMAGE_PROJECT = "/opt/tunelab"
+DEFAULT_IMAGE = "tunelab:0.1.0"
+# The settings a flow run needs to reach the team's stores, copied from the deploying
+# shell into the job's environment when set. Credentials are never among them: workers
+# get those from their own environment, secrets or the tools' credential files.
+STORE_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "TUNELAB_WORKDIR",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+)
+# Words that mark a variable as a credential: refused in a job's environment.
+SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
 
 # The milestone plans bundled in configs/ (relative to the project folder, where workers
 # run the flows): the choices a deployment's run form offers for `config`, next to a free
@@ -106,3 +129,102 @@ def specs(root: Path) -> list[DeploymentSpec]:
     if not found:
         raise ConfigError(f"{project_file} lists no deployments.")
     return found
+
+
+# ---------------------------------------------------------------- where flow runs run
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """A work pool and what its jobs need: the code (from the image, a git clone or this
+    folder), the image, GPUs and the stores' settings."""
+
+    pool_type: PoolType = "process"
+    pool: str | None = None  # None: DEFAULT_POOLS[pool_type]
+    image: str = DEFAULT_IMAGE  # docker and kubernetes
+    gpus: int = 0  # GPUs each flow run's job requests (docker, kubernetes)
+    repository: str | None = None  # git URL the run clones its code from
+    branch: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # the job's environment (store URLs)
+
+    def __post_init__(self) -> None:
+        if self.pool_type not in POOL_TYPES:
+            raise ConfigError(
+                f"Unknown work pool type '{self.pool_type}': use one of {', '.join(POOL_TYPES)}."
+            )
+        if self.gpus < 0:
+            raise ConfigError(f"gpus must be 0 or more, not {self.gpus}.")
+        if self.gpus and self.pool_type == "process":
+            raise ConfigError(
+                "A process work pool runs flows on the worker's own machine and cannot "
+                "request GPUs: drop --gpus (the worker's GPUs are used as they are) or use "
+                "--pool-type docker or kubernetes."
+            )
+        secret = [name for name, _ in self.env if any(w in name.upper() for w in SECRET_WORDS)]
+        if secret:
+            raise ConfigError(
+                f"{', '.join(secret)} look like credentials: they would be stored in the "
+                "deployment's job variables, readable in the Prefect UI. Give them to the "
+                "workers instead (their environment, a Kubernetes secret, ~/.aws/credentials)."
+            )
+        if self.repository and "@" in self.repository.split("://", 1)[-1].split("/", 1)[0]:
+            raise ConfigError(
+                "The repository URL holds credentials; they would be stored in the "
+                "deployment. Use a URL without them and give the worker git credentials."
+            )
+
+    @property
+    def pool_name(self) -> str:
+        return self.pool or DEFAULT_POOLS[self.pool_type]
+
+    def pull_steps(self, root: Path) -> list[dict]:
+        """How a flow run gets the code: a git clone, else the image's project folder
+        (docker, kubernetes) or this project folder (process, same machine)."""
+        if self.repository:
+            clone = {"repository": self.repository}
+            if self.branch:
+                clone["branch"] = self.branch
+            return [{"prefect.deployments.steps.git_clone": clone}]
+        folder = str(root) if self.pool_type == "process" else IMAGE_PROJECT
+        return [{"prefect.deployments.steps.set_working_directory": {"directory": folder}}]
+
+    def job_variables(self) -> dict:
+        """The pool's job variables: image and environment; GPUs as the pool asks them (a
+        docker device request; a kubernetes `nvidia.com/gpu` limit through tunelab's
+        template variable ``gpus``)."""
+        variables: dict = {"env": dict(self.env)} if self.env else {}
+        if self.pool_type == "process":
+            return variables
+        variables["image"] = self.image
+        if self.gpus and self.pool_type == "docker":
+            request = {"count": self.gpus, "capabilities": [["gpu"]]}
+            variables["container_create_kwargs"] = {"device_requests": [request]}
+        elif self.gpus:
+            variables["gpus"] = self.gpus
+        return variables
+
+
+def store_env(environ: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The STORE_ENV settings of ``environ`` (this process's environment) that are set."""
+    environ = os.environ if environ is None else environ
+    return tuple((name, environ[name]) for name in STORE_ENV if environ.get(name))
+
+
+def kubernetes_job_template(default: dict) -> dict:
+    """prefect-kubernetes' base job template plus a ``gpus`` variable that sets the
+    container's `nvidia.com/gpu` limit (0: none requested)."""
+    import copy
+
+    template = copy.deepcopy(default)
+    template["variables"]["properties"]["gpus"] = {
+        "title": "GPUs",
+        "description": "NVIDIA GPUs for the flow run's pod (the nvidia.com/gpu limit).",
+        "type": "integer",
+        "minimum": 0,
+        "default": 0,
+    }
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpus }}"
+    return template

@@ -1,8 +1,11 @@
-"""Start and stop the local Prefect and MLflow servers for one-machine use.
+"""Start and stop local servers: Prefect and MLflow for one-machine use (the team stack
+adds PostgreSQL and an S3 store: tunelab.stack).
 
 Each server runs in its own session (process group) with its output in
 ``<state_dir>/<name>.log`` and a record in ``<state_dir>/<name>.pid``. Stopping
-signals only the process groups named in those records.
+signals only the process groups named in those records, the last started first (a
+database outlives the servers that use it). A health URL is http(s):// (answers 200) or
+tcp://host:port (accepts connections).
 """
 
 from __future__ import annotations
@@ -47,12 +50,19 @@ class ServiceSpec:
     command: list[str]
     health_url: str
     ui_url: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # never written to the record
     folders: tuple[Path, ...] = ()  # created before the server starts
+    stop_wait_s: float = STOP_WAIT_S  # SIGTERM, then SIGKILL after this long
 
 
-def prefect_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 4200) -> ServiceSpec:
-    """The Prefect API and UI, with its sqlite database under ``<root>/.services``."""
+def prefect_spec(
+    workspace_root: Path,
+    host: str = "127.0.0.1",
+    port: int = 4200,
+    database_url: str | None = None,
+) -> ServiceSpec:
+    """The Prefect API and UI, with its database at ``database_url`` (SQLAlchemy async
+    URL, e.g. postgresql+asyncpg://...), else a sqlite file under ``<root>/.services``."""
     services_dir = Path(workspace_root).resolve() / ".services"
     return ServiceSpec(
         name="prefect",
@@ -70,16 +80,25 @@ def prefect_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 4200
             "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL")
             or f"http://{host}:{port}/api",
             "PREFECT_HOME": str(services_dir / "prefect-home"),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-                f"sqlite+aiosqlite:///{services_dir / 'prefect.db'}"
-            ),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url
+            or f"sqlite+aiosqlite:///{services_dir / 'prefect.db'}",
         },
         folders=(services_dir / "prefect-home",),
     )
 
 
-def mlflow_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 5000) -> ServiceSpec:
-    """An MLflow server over the workspace store (``mlruns/mlflow.db``, ``mlruns/artifacts``)."""
+def mlflow_spec(
+    workspace_root: Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    backend_uri: str | None = None,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ServiceSpec:
+    """An MLflow server over the workspace store (``mlruns/mlflow.db``, ``mlruns/artifacts``),
+    or over ``backend_uri`` (e.g. PostgreSQL) with artifacts at ``artifacts`` (e.g. an S3
+    URL; ``env`` holds the object store's endpoint and credentials). Artifacts are proxied:
+    clients need no object-store credentials."""
     mlruns = Path(workspace_root).resolve() / "mlruns"
     return ServiceSpec(
         name="mlflow",
@@ -89,9 +108,9 @@ def mlflow_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 5000)
             _executable("mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{mlruns / 'mlflow.db'}",
+            backend_uri or f"sqlite:///{mlruns / 'mlflow.db'}",
             "--artifacts-destination",
-            str(mlruns / "artifacts"),
+            artifacts or str(mlruns / "artifacts"),
             "--host",
             host,
             "--port",
@@ -101,7 +120,8 @@ def mlflow_spec(workspace_root: Path, host: str = "127.0.0.1", port: int = 5000)
         ],
         health_url=f"http://{host}:{port}/health",
         ui_url=f"http://{host}:{port}",
-        folders=(mlruns / "artifacts",),
+        env=dict(env or {}),
+        folders=() if artifacts else (mlruns / "artifacts",),
     )
 
 
@@ -179,14 +199,16 @@ def start(specs: list[ServiceSpec], state_dir: Path, timeout_s: float = 120) -> 
 
 
 def stop(state_dir: Path) -> list[dict]:
-    """Stop every service recorded in ``state_dir`` (SIGTERM, then SIGKILL after 20 s)."""
+    """Stop every service recorded in ``state_dir``, the last started first (SIGTERM, then
+    SIGKILL after its stop_wait_s, 20 s unless its spec says)."""
     results = []
-    for pid_file in _pid_files(state_dir):
-        record = _read_record(pid_file)
+    records = [(pid_file, _read_record(pid_file)) for pid_file in _pid_files(state_dir)]
+    records.sort(key=lambda found: -int(found[1].get("launched_ns") or 0))
+    for pid_file, record in records:
         pid = record.get("pid")
         name = record.get("name", pid_file.stem)
         if isinstance(pid, int) and _alive(record):
-            _terminate_group(pid)
+            _terminate_group(pid, float(record.get("stop_wait_s") or STOP_WAIT_S))
             status_ = "stopped"
         else:
             status_ = "not running"
@@ -304,20 +326,23 @@ def _launch(spec: ServiceSpec, state_dir: Path) -> subprocess.Popen:
         "command": spec.command,
         "log": str(log_path),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "launched_ns": time.time_ns(),
+        "stop_wait_s": spec.stop_wait_s,
     }
     _pid_path(state_dir, spec.name).write_text(json.dumps(record, indent=2) + "\n")
     return proc
 
 
 def _abort(launched: list[tuple[ServiceSpec, subprocess.Popen, float]], state_dir: Path) -> None:
-    for spec, proc, _ in launched:
-        _terminate_group(proc.pid)
+    for spec, proc, _ in reversed(launched):
+        _terminate_group(proc.pid, spec.stop_wait_s)
         _pid_path(state_dir, spec.name).unlink(missing_ok=True)
 
 
-def _terminate_group(pid: int) -> None:
-    """SIGTERM the process group led by ``pid``, SIGKILL it if still there after 20 s."""
-    for sig, wait_s in ((signal.SIGTERM, STOP_WAIT_S), (signal.SIGKILL, 10.0)):
+def _terminate_group(pid: int, stop_wait_s: float = STOP_WAIT_S) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it if still there after
+    ``stop_wait_s``."""
+    for sig, wait_s in ((signal.SIGTERM, stop_wait_s), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
@@ -385,6 +410,13 @@ def _pid_exists(pid: int) -> bool:
 def _healthy(url: str) -> bool:
     if not url:
         return False
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HEALTH_TIMEOUT_S):
+                return True
+        except (OSError, ValueError):
+            return False
     # Loopback servers: never route the check through an HTTP proxy from the environment.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

@@ -36,8 +36,16 @@ def test_the_bundled_plan_choices_are_the_plans_in_configs():
 @pytest.mark.parametrize(
     ("entrypoint", "default", "fields"),
     [
-        ("flows.milestone:milestone", "configs/milestone.yaml", ["config", "workdir", "refresh"]),
-        ("flows.retrain:scheduled_retraining", "configs/retrain.yaml", ["config", "workdir"]),
+        (
+            "flows.milestone:milestone",
+            "configs/milestone.yaml",
+            ["config", "workdir", "refresh", "runner", "address", "workers"],
+        ),
+        (
+            "flows.retrain:scheduled_retraining",
+            "configs/retrain.yaml",
+            ["config", "workdir", "runner", "address", "workers"],
+        ),
     ],
 )
 def test_the_run_form_offers_the_plans_and_describes_every_parameter(entrypoint, default, fields):

@@ -79,6 +79,32 @@ def test_three_steps_in_order_fill_one_record(plan):
     assert record.model_version == "sentiment-classifier v3"
 
 
+def test_a_deferred_register_step_waits_for_register_pending(plan):
+    """Parallel runners train and score at once but register in plan order."""
+    run = Orchestrator(
+        {
+            "train": done(Trained("/ws/runs/sentiment/lora-x", 2.0)),
+            "evaluate": done(Evaluated("ok", None, 1.0)),
+            "register": done(Registration(model_name="sentiment-classifier", version="1")),
+        }
+    )
+    record = method.run_method(plan.find("sentiment/lora"), context(), run, defer_register=True)
+    assert [c.step for c in run.calls] == ["train", "evaluate"]
+    assert record.registration is None and record.pending.step == "register"
+    method.register_pending(record, run)
+    assert [c.step for c in run.calls] == ["train", "evaluate", "register"]
+    assert record.pending is None and record.model_version == "sentiment-classifier v1"
+    method.register_pending(record, run)  # nothing left to run
+    assert len(run.calls) == 3
+    failed = method.run_method(
+        plan.find("sentiment/full"),
+        context(),
+        Orchestrator({"train": method.StepOutcome(ModelError("x"), failed=True, reused=False)}),
+        defer_register=True,
+    )
+    assert failed.pending is None
+
+
 def test_a_failed_step_stops_the_method_and_names_the_step(plan):
     spec = plan.find("sentiment/full")
     failure = method.StepOutcome(ModelError("no such model"), failed=True, reused=False)

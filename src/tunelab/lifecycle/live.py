@@ -23,6 +23,7 @@ points later), never the training.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -50,6 +51,12 @@ MAX_BATCH = 1000  # MLflow's limit on metrics in one log_batch
 MAX_TAGS = 100  # and on tags
 SEND_ATTEMPTS = 3
 CLOSE_TIMEOUT_S = 30.0  # how long the end of training waits for unsent points
+
+# The target and run of the tracked() block this code runs in: a distributed launch
+# (tunelab.train.distributed) hands them to its rank 0, which sends the curve.
+_CURRENT: contextvars.ContextVar[tuple[Tracking, LiveRun] | None] = contextvars.ContextVar(
+    "tunelab_live_run", default=None
+)
 
 
 def follows(cfg: RunConfig) -> bool:
@@ -97,6 +104,7 @@ def tracked(
     live = open_run(cfg, target, output_dir, data_version, parent_run_id, extra_tags)
     sender = MetricSender(target, live.run_id)
     monitor = start_system_metrics(target, live.run_id, resumed=live.resumed)
+    token = _CURRENT.set((target, live))
     try:
         with training_callbacks(metrics_callback(sender, live)):
             yield live
@@ -107,7 +115,26 @@ def tracked(
         else:  # KeyboardInterrupt, SystemExit: stopped from outside
             end_run(target, live.run_id, "KILLED", f"Training was stopped ({type(exc).__name__}).")
         raise
+    finally:
+        _CURRENT.reset(token)
     _stop(sender, monitor)
+
+
+def current() -> tuple[Tracking, LiveRun] | None:
+    """The target and run of the tracked() block around the caller, if any."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def following(target: Tracking, live: LiveRun) -> Iterator[None]:
+    """Every Trainer built inside the block sends its curve to ``live`` (a run another
+    process opened, e.g. the launcher of a distributed run); the run is left as it is."""
+    sender = MetricSender(target, live.run_id)
+    try:
+        with training_callbacks(metrics_callback(sender, live)):
+            yield
+    finally:
+        sender.close()
 
 
 def open_run(

@@ -268,9 +268,13 @@ def run_method(
     context: MethodContext,
     run_step: StepRunner,
     finished: list[MethodRecord] = (),
+    defer_register: bool = False,
 ) -> MethodRecord:
     """One method through its three steps; a failure is recorded, never raised, so the
-    other methods go on. ``finished`` holds the records an init_from or reward_from names."""
+    other methods go on. ``finished`` holds the records an init_from or reward_from names.
+    With ``defer_register`` the register step is left in ``record.pending`` for
+    register_pending: the gate's bar (the champion, the best baseline logged so far) then
+    depends on the plan's order, not on which parallel method finished first."""
     record = MethodRecord(spec.dataset, spec.name, required=spec.required)
     try:
         cfg = spec.config_for(
@@ -298,7 +302,15 @@ def run_method(
         _end_unlogged(record, context)
         return record
     register = StepCall("register", spec.label, keys.register, (cfg, record.run_dir, root, *where))
-    record.registration = _run(record, run_step, register)
+    record.pending = register
+    return record if defer_register else register_pending(record, run_step)
+
+
+def register_pending(record: MethodRecord, run_step: StepRunner) -> MethodRecord:
+    """Run a method's deferred register step, if it has one."""
+    call, record.pending = record.pending, None
+    if call is not None:
+        record.registration = _run(record, run_step, call)
     return record
 
 

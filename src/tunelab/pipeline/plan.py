@@ -3,6 +3,7 @@
 ```yaml
 title: Milestone review
 concurrency: 1                 # methods of one dataset trained at once (1 on a CPU)
+runner: thread                 # or dask / ray, or {kind, address, workers}: pipeline.runner
 datasets:
   sentiment:
     majority: sentiment-majority.yaml          # a run config, relative to this file
@@ -44,10 +45,11 @@ from typing import Any
 from tunelab import config as config_mod
 from tunelab.config import DataConfig, RunConfig
 from tunelab.errors import ConfigError
+from tunelab.pipeline.runner import RunnerSpec, runner_spec
 
 METHOD_KEYS = {"config", "set", "required", "init_from", "reward_from"}
 DATASET_KEYS = {"data", "set", "methods"}
-TOP_KEYS = {"title", "concurrency", "datasets"}
+TOP_KEYS = {"title", "concurrency", "runner", "datasets"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Plan:
     title: str
     concurrency: int
     datasets: list[DatasetPlan] = field(default_factory=list)
+    runner: RunnerSpec = RunnerSpec()  # where the methods run; the CLI may override it
 
     def methods(self) -> list[MethodSpec]:
         return [m for d in self.datasets for m in d.methods]
@@ -147,7 +150,8 @@ def load_plan(path: str | Path) -> Plan:
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"{path}: concurrency must be a whole number >= 1, got {concurrency!r}.")
     datasets = [_dataset(path, name, entry) for name, entry in raw["datasets"].items()]
-    plan = Plan(path, str(raw.get("title", "Milestone review")), concurrency, datasets)
+    runner = runner_spec(raw.get("runner"), f"Milestone config {path}")
+    plan = Plan(path, str(raw.get("title", "Milestone review")), concurrency, datasets, runner)
     _check(plan)
     return plan
 

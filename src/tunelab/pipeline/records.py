@@ -8,7 +8,7 @@ read their attributes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunelab.redaction import redact
 
@@ -84,6 +84,9 @@ class MethodRecord:
     # Seconds spent inside the library per step (0 for a step reused from the cache).
     seconds: dict[str, float] = field(default_factory=dict)
     registration: Registration | None = None
+    # The register step (a method.StepCall) of a trained and scored method, left for the
+    # flow to run in plan order (method.register_pending); None once run or when not due.
+    pending: Any = None
 
     @property
     def label(self) -> str:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ import pandas as pd
 from tunelab.config import RunConfig
 from tunelab.errors import TrainingError
 from tunelab.runs import TrainResult, run_dir
-from tunelab.train import quantization
+from tunelab.train import distributed, quantization
 from tunelab.train.arguments import check_trainer_args
 from tunelab.train.common import seed_everything
 from tunelab.workspace import Workspace
@@ -65,6 +66,7 @@ def check_method(cfg: RunConfig) -> None:
         grpo.check(cfg)
     check_trainer_args(cfg)
     quantization.check(cfg)
+    distributed.check(cfg)
 
 
 def check_splits(cfg: RunConfig, data: dict[str, pd.DataFrame]) -> None:
@@ -88,6 +90,9 @@ def train(
     code, libraries, starting weights). Re-run, an interrupted run resumes from its last
     checkpoint; a finished one trains again from the start (train.resume_from names a
     checkpoint to start from instead).
+
+    With train.distributed.processes > 1 the Trainer's training runs in that many launched
+    processes (tunelab.train.distributed); the rest of the method runs here, as always.
     """
     check_method(cfg)
     check_splits(cfg, data)
@@ -110,4 +115,13 @@ def train(
         from tunelab.train import grpo as module
     else:
         from tunelab.train import preference as module
-    return module.train(cfg, data, output_dir, data_version)
+    if not distributed.is_distributed(cfg) or distributed.role() == "rank":
+        return module.train(cfg, data, output_dir, data_version)
+    started = time.perf_counter()
+    distributed.launch(cfg, data, workspace, data_version, output_dir)
+    with distributed.playing("adopt"):
+        result = module.train(cfg, data, output_dir, data_version)
+    result.wall_seconds = round(time.perf_counter() - started, 3)  # the ranks' time too
+    result.notes.append(distributed.note(cfg))
+    result.save()
+    return result

@@ -57,6 +57,7 @@ OWN_FIELDS: dict[str, str] = {
     "report_to": "tunelab logs the run to MLflow itself (registry.tracking_uri)",
     "dataloader_num_workers": "tunelab loads batches in the training process",
     "disable_tqdm": "set TUNELAB_PROGRESS=0 to hide progress bars",
+    "ddp_backend": "use train.distributed.backend",
 }
 # Fields of trl's config classes that stand for tunelab keys.
 TRL_FIELDS: dict[str, dict[str, str]] = {
@@ -134,6 +135,8 @@ def own_arguments(
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=not show_progress(),
+        # Read only in a rank of train.distributed (None: accelerate's choice, gloo on CPU).
+        ddp_backend=None if t.distributed.backend == "auto" else t.distributed.backend,
     )
 
 

@@ -350,6 +350,13 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
     """
     import torch
 
+    from tunelab.train import distributed
+
+    role = distributed.role()
+    if role == "adopt":  # the launched ranks trained: take their outcome
+        return distributed.adopt(trainer, output_dir)
+    if role == "rank":
+        trainer.add_callback(distributed.final_save_callback())
     named = getattr(getattr(trainer, "args", None), "resume_from_checkpoint", None)
     resume = start_point(output_dir, named)
     # Read before training: the Trainer may delete that checkpoint (save_total_limit).
@@ -365,6 +372,8 @@ def run_trainer(trainer, output_dir: Path) -> tuple[Any, str | None]:
         raise
     output = whole_run_loss(output, earlier)
     output.metrics["train_peak_rss_mb"] = round(meter.peak_rss_mb, 1)
+    if role == "rank":
+        distributed.record_fit(trainer, output_dir, output, resume)  # raises FitDone
     return output, resume
 
 

@@ -103,6 +103,11 @@ def load_model(job: Job, path: Path | None = None, full_precision: bool = False)
             f"Could not load '{cfg.model.name}' ({path or job.resolved.path}) for {job.kind}: "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
+    if job.kind == "classification":
+        # Its loss is a plain mean that ignores the Trainer's num_items_in_batch: without
+        # this the Trainer scales it by the number of processes (train.distributed) and
+        # by none of the accumulated batches, so gradients come out too large.
+        model.accepts_loss_kwargs = False
     # Decoders find the last real token of each row through pad_token_id.
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
