@@ -9,7 +9,14 @@ from __future__ import annotations
 import contextlib
 
 from tunelab.config import RunConfig
-from tunelab.pipeline.runner import GPU_LIMIT, gpu_slots, missing_extra, needs_gpu_slot, runner_spec
+from tunelab.pipeline.runner import (
+    GPU_LIMIT,
+    gpu_slots,
+    missing_extra,
+    needs_gpu_slot,
+    runner_spec,
+    worker_threads,
+)
 
 
 def task_runner(kind: str = "thread", address: str | None = None, workers: int = 1):
@@ -36,6 +43,7 @@ def task_runner(kind: str = "thread", address: str | None = None, workers: int =
                 "processes": True,
                 "host": "127.0.0.1",
                 "dashboard_address": None,
+                "env": worker_threads(workers),  # torch's threads: the cores shared out
             },
         )
     try:

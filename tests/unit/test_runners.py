@@ -83,6 +83,18 @@ def test_workers_default_to_the_concurrency_or_one_process_per_cpu(monkeypatch):
     assert RunnerSpec("dask", workers=3).resolve(concurrency=1, methods=20).workers == 3
 
 
+def test_local_dask_workers_share_the_cores_out_between_them(monkeypatch):
+    """Dask's nanny would pin every worker's torch to one thread."""
+    from tunelab.pipeline import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
+    assert runner.worker_threads(2)["OMP_NUM_THREADS"] == "8"
+    assert runner.worker_threads(4) == dict.fromkeys(
+        ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "4"
+    )
+    assert runner.worker_threads(32)["OMP_NUM_THREADS"] == "1"
+
+
 def test_the_runner_is_not_an_input_of_the_up_to_date_check(tmp_path):
     from tunelab.pipeline import uptodate
 
@@ -135,6 +147,7 @@ def test_the_flows_build_the_named_prefect_task_runner():
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": None,
+        "env": runner.worker_threads(2),
     }
     remote = task_runner("dask", address="tcp://10.0.0.5:8786")
     assert remote.address == "tcp://10.0.0.5:8786"

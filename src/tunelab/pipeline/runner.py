@@ -106,6 +106,16 @@ def runner_spec(
     return RunnerSpec(kind, address.strip() if address else None, workers)
 
 
+def worker_threads(workers: int) -> dict[str, str]:
+    """The thread settings of each local worker process: the machine's cores shared out.
+    Dask's nanny sets OMP_NUM_THREADS=1 (and MKL/OpenBLAS) in every worker, which would
+    leave torch one thread per method however many cores there are."""
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    return {
+        name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+
+
 def missing_extra(kind: str, module: str) -> ConfigError:
     """The error for a runner whose Prefect integration is not installed."""
     return ConfigError(
