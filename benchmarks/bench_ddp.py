@@ -63,7 +63,8 @@ def one_run(model: str, steps: int, batch: int, processes: int) -> dict:
             "train.device=cpu",
         ],
     )
-    result = train(cfg, data, Workspace(Path(tempfile.mkdtemp())), "bench")
+    with tempfile.TemporaryDirectory() as folder:  # a model per run: never left behind
+        result = train(cfg, data, Workspace(Path(folder)), "bench")
     return {
         "train_seconds": result.train_seconds,
         "wall_seconds": result.wall_seconds,
