@@ -365,7 +365,7 @@ def _wait_gone(pid: int, wait_s: float) -> bool:
         return True
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if not _pid_exists(pid):
+        if not pid_exists(pid):
             return True
         time.sleep(0.1)
     return False
@@ -379,7 +379,7 @@ def _alive(record: dict) -> bool:
     proc = _children.get(pid)
     if proc is not None:
         return proc.poll() is None
-    if not _pid_exists(pid):
+    if not pid_exists(pid):
         return False
     # A recycled PID belongs to some other program: never signal that one.
     try:
@@ -397,7 +397,8 @@ def _alive(record: dict) -> bool:
     return True
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -36,6 +36,7 @@ from tunelab import markdown as md
 from tunelab.config import Distribution, RunConfig, digest
 from tunelab.errors import ConfigError, TrainingError
 from tunelab.redaction import redact_text
+from tunelab.services import pid_exists
 from tunelab.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def recover_interrupted(run: SweepRun, study) -> list[int]:
                 owner.get("host"),
             )
             continue
-        if owner.get("pid") and owner["pid"] != os.getpid() and _alive(owner["pid"]):
+        if owner.get("pid") and owner["pid"] != os.getpid() and pid_exists(owner["pid"]):
             continue
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -320,16 +321,6 @@ def _end_interrupted_runs(run: SweepRun, numbers: tuple[int, ...], target) -> No
                 f"Sweep {run.study} trial {number} was interrupted (its process stopped); "
                 "its values are tried again in a later trial.",
             )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _parent_run(run: SweepRun, study, target) -> str:
