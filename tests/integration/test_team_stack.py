@@ -52,9 +52,24 @@ def ws():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_team_stack_holds_runs_registry_and_artifacts(ws):
+def query(team, database: str, sql: str) -> list[tuple]:
+    """The rows of one query in one of the stack's PostgreSQL databases."""
     import psycopg2
 
+    from tunelab import stack
+
+    connection = psycopg2.connect(
+        host=team.host, port=team.ports.postgres, user=stack.DB_USER, dbname=database
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def test_team_stack_holds_runs_registry_and_artifacts(ws):
     from tunelab import stack
     from tunelab.services import status
 
@@ -114,24 +129,12 @@ def test_team_stack_holds_runs_registry_and_artifacts(ws):
         # The run's files and the logged model, in the bucket under MLflow's prefix.
         assert any(n.startswith("mlflow/") and n.endswith("scorecard.json") for n in names), names
         assert any(n.startswith("mlflow/") and n.endswith("MLmodel") for n in names), names
-        with (
-            psycopg2.connect(
-                host="127.0.0.1", port=team.ports.postgres, user=stack.DB_USER, dbname="mlflow"
-            ) as db,
-            db.cursor() as cursor,
-        ):
-            cursor.execute("SELECT name FROM registered_models")
-            assert [r[0] for r in cursor.fetchall()] == ["tiny-sentiment-classifier"]
-            cursor.execute("SELECT count(*) FROM runs")
-            assert cursor.fetchone()[0] >= 1
-        with (
-            psycopg2.connect(
-                host="127.0.0.1", port=team.ports.postgres, user=stack.DB_USER, dbname="prefect"
-            ) as db,
-            db.cursor() as cursor,
-        ):
-            cursor.execute("SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'")
-            assert cursor.fetchone()[0] == 1
+        assert query(team, "mlflow", "SELECT name FROM registered_models") == [
+            ("tiny-sentiment-classifier",)
+        ]
+        assert query(team, "mlflow", "SELECT count(*) FROM runs")[0][0] >= 1
+        completed = "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"
+        assert query(team, "prefect", completed) == [(1,)]
 
         # The store's secret is in its 0600 files only: no record, log or command line.
         secret = stack._credentials(team)["secret_key"]
