@@ -24,7 +24,13 @@ from prefect.futures import as_completed
 
 from flows.data import DatasetSpec, prepare_data
 from flows.runners import gpu_slot, shared_api, task_runner
-from flows.runtime import flow_run_info, require_api, result_storage, workspace_lock
+from flows.runtime import (
+    flow_run_info,
+    require_api,
+    require_store,
+    result_storage,
+    workspace_lock,
+)
 from tunelab import console
 from tunelab.deployments import PlanChoice
 from tunelab.lifecycle import tracking
@@ -70,6 +76,7 @@ STEP_TASKS = {"train": train, "evaluate": evaluate, "register": register}
 def run_step(call: method.StepCall, refresh: bool, storage) -> method.StepOutcome:
     """Run one step as its task; report its value or exception and whether it was cached."""
     require_api(f"run the {call.step} step of {call.label}")
+    require_store(f"run the {call.step} step of {call.label}")
     step = STEP_TASKS[call.step].with_options(
         task_run_name=f"{call.step} {call.label}", refresh_cache=refresh, result_storage=storage
     )

@@ -1,9 +1,10 @@
-"""What the flows ask Prefect at run time: this flow run's id and UI link, where
-persisted task results (the step cache) live, whether the API still answers; and the
+"""What the flows ask at run time: this flow run's id and UI link, where persisted task
+results (the step cache) live, whether the Prefect API and the team store still answer; the
 workspace lock, its waiting message in the flow run's log."""
 
 from __future__ import annotations
 
+from tunelab import objectstore
 from tunelab.config import digest
 from tunelab.errors import OrchestratorError
 from tunelab.workspace import Workspace
@@ -22,14 +23,30 @@ def flow_run_info() -> tuple[str | None, str | None]:
 
 
 def result_storage(workspace: Workspace):
-    """Persisted results (the cache) live in the workspace, in a saved Prefect block."""
-    from prefect.filesystems import LocalFileSystem
+    """Where persisted results (the step cache) live, as a saved Prefect block: the team
+    store's prefect-results/ folder when $TUNELAB_STORE is set (every worker reuses what
+    any worker computed), else the workspace."""
+    from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
+    store = objectstore.configured()
+    if store is not None:
+        store.check("keep the step cache")
+        block = RemoteFileSystem(basepath=store.results_url)
+        block.save(f"tunelab-results-{digest(store.results_url, length=12)}", overwrite=True)
+        return block
     folder = workspace.prefect_results_dir
     folder.mkdir(parents=True, exist_ok=True)
     block = LocalFileSystem(basepath=str(folder))
     block.save(f"tunelab-results-{digest(str(folder), length=12)}", overwrite=True)
     return block
+
+
+def require_store(before: str) -> None:
+    """StoreError unless the team store answers (when one is set): a step that needs it
+    fails at once, naming the endpoint, instead of half-way."""
+    store = objectstore.configured()
+    if store is not None:
+        store.check(before)
 
 
 def require_api(before: str) -> None:

@@ -121,3 +121,9 @@ class FileSystemError(TunelabError):
             errno.EROFS: "choose a --workdir on a writable disk",
         }.get(exc.errno, "check that the path exists and is the kind of entry expected")
         return cls(f"Cannot use {where}: {exc.strerror or exc}. To fix it, {fix}.")
+
+
+class StoreError(TunelabError):
+    """The team's object store ($TUNELAB_STORE) did not answer or refused a read or write."""
+
+    exit_code = 11

@@ -121,7 +121,11 @@ class TrainResult:
     @classmethod
     def load(cls, folder: str | Path) -> TrainResult:
         missing = TrainingError(f"{folder} holds no {RESULT_FILE}: it is not a finished run.")
-        return cls(**read_record(folder, RESULT_FILE, missing))
+        result = cls(**read_record(folder, RESULT_FILE, missing))
+        # A run folder fetched from the team store (or moved) is where it was loaded from.
+        if Path(result.output_dir).resolve() != Path(folder).resolve():
+            result.output_dir = str(Path(folder).resolve())
+        return result
 
 
 def model_slug(reference: str) -> str:
@@ -174,6 +178,7 @@ def fingerprint(cfg: RunConfig, data_version: str | None, code: str | None = Non
     from. It names the run folder and keys the cached train step, so whatever recomputes
     one also changes the other. ``code`` is a code_version() computed earlier."""
     config = cfg.model_dump(mode="json")
+    _unplace(config["train"])
     payload = {
         "config": {section: config[section] for section in ("data", "model", "train")},
         "data_version": data_version,
@@ -182,6 +187,19 @@ def fingerprint(cfg: RunConfig, data_version: str | None, code: str | None = Non
         "starts_from": starting_point(cfg),
     }
     return digest(payload, length=20)
+
+
+def _unplace(train: dict) -> None:
+    """Drop the places of the run folders a run starts from (a policy's init_from, a GRPO
+    reward model): their contents are pinned in starting_point, and a folder fetched into
+    another worker's workspace (tunelab.pipeline.exchange) must key the same run."""
+    for section in ("dpo", "grpo"):
+        start = (train.get(section) or {}).get("init_from")
+        if start and Path(start).is_absolute():
+            train[section]["init_from"] = "(run folder, pinned by its record)"
+    for reward in (train.get("grpo") or {}).get("rewards") or []:
+        if reward.get("model") and Path(reward["model"]).is_absolute():
+            reward["model"] = "(run folder, pinned by its record)"
 
 
 def starting_point(cfg: RunConfig, rewards: bool = True) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class Team:
             "AWS_ENDPOINT_URL": self.s3_endpoint,
             "AWS_SHARED_CREDENTIALS_FILE": str(self.credentials_file),
             "AWS_PROFILE": PROFILE,
+            # tunelab's shared folder: DVC remote, step cache, run folders, built models.
+            "TUNELAB_STORE": f"s3://{BUCKET}",
         }
 
 

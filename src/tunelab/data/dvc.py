@@ -96,13 +96,22 @@ def _read_config(workspace: Workspace):
     return merged
 
 
+def default_remote(workspace: Workspace) -> str:
+    """The remote when the config names none: the team store's dvc/ folder when
+    $TUNELAB_STORE is set, else dvc-remote/ in the workspace."""
+    from tunelab.objectstore import configured
+
+    store = configured()
+    return store.dvc_url if store is not None else str(workspace.default_dvc_remote)
+
+
 def _remote_arg(workspace: Workspace, remote: str | None) -> str:
     """The URL to give `dvc remote add` (run in the root): relative for folders in the root.
 
     DVC stores a relative local path relative to .dvc/ (e.g. ../dvc-remote), so the
     workspace can move; an absolute path is kept only when the user chose one outside.
     """
-    chosen = str(remote) if remote is not None else str(workspace.default_dvc_remote)
+    chosen = str(remote) if remote is not None else default_remote(workspace)
     if _SCHEME.match(chosen):
         return chosen
     path = Path(chosen).expanduser()

@@ -16,8 +16,9 @@ from typing import Any
 
 from tunelab import scorecard
 from tunelab.config import RunConfig
-from tunelab.errors import PipelineError
+from tunelab.errors import PipelineError, TunelabError
 from tunelab.lifecycle import evidence, packaging, registry, tracking
+from tunelab.pipeline import exchange
 from tunelab.pipeline.cache import StepKeys
 from tunelab.pipeline.plan import MethodSpec
 from tunelab.pipeline.records import (
@@ -50,9 +51,11 @@ def train_step(
 
     started = time.perf_counter()
     workspace = Workspace.resolve(workdir)
+    cfg = exchange.local_config(cfg, workspace)  # its init_from may be another worker's
     target = tracking.setup(workspace, tracking_uri) if tracking_uri else None
     data = versioning.load_splits(cfg.data.name, workspace)
     result = train_tracked(cfg, data, workspace, data_version, target, parent_run_id, extra_tags)
+    exchange.publish(result.output_dir)
     return Trained(result.output_dir, time.perf_counter() - started)
 
 
@@ -93,7 +96,10 @@ def evaluate(cfg: RunConfig, result: TrainResult, workspace: Workspace) -> Score
 
 def evaluate_step(cfg: RunConfig, run_dir: str, workdir: str) -> Evaluated:
     started = time.perf_counter()
-    card = evaluate(cfg, TrainResult.load(run_dir), Workspace.resolve(workdir))
+    workspace = Workspace.resolve(workdir)
+    run_dir = exchange.local(run_dir, workspace)
+    card = evaluate(cfg, TrainResult.load(run_dir), workspace)
+    exchange.publish(run_dir)
     return Evaluated(card.status, card.error, time.perf_counter() - started)
 
 
@@ -190,6 +196,7 @@ def register_step(
     """Track the run in MLflow, register its model, run the gate."""
     workspace = Workspace.resolve(workdir)
     target = tracking.setup(workspace, tracking_uri)
+    run_dir = exchange.local(run_dir, workspace)
     result = TrainResult.load(run_dir)
     card = Scorecard.load(run_dir)
     return track_and_register(cfg, result, card, workspace, target, parent_run_id, extra_tags)
@@ -281,7 +288,9 @@ def run_method(
             run_of(spec, spec.init_from, finished, "starts from"),
             run_of(spec, spec.reward_from, finished, "is rewarded by"),
         )
-    except PipelineError as exc:
+        # Its keys pin the runs it starts from by their records: fetched when elsewhere.
+        cfg = exchange.local_config(cfg, Workspace.resolve(context.workdir))
+    except TunelabError as exc:
         return record.fail("train", str(exc))
     version = context.data_versions[spec.dataset]
     keys = StepKeys.of(cfg, version, context.code, context.tracking_uri)

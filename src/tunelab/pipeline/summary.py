@@ -19,7 +19,7 @@ from tunelab.data.prepare import PreparedDataset
 from tunelab.errors import PipelineError
 from tunelab.files import write_json_atomic
 from tunelab.lifecycle import registry, tracking
-from tunelab.pipeline import run
+from tunelab.pipeline import exchange, run
 from tunelab.pipeline.method import MethodContext
 from tunelab.pipeline.plan import Plan
 from tunelab.pipeline.records import STEPS, MethodRecord
@@ -120,6 +120,7 @@ def _review(
     target: tracking.Tracking,
     flow_run_url: str | None,
 ) -> Closing:
+    exchange.localize(records, workspace)  # the review reads every run folder
     champions = champions_of(records, target)
     created = datetime.now(UTC)
     folder = workspace.reports_dir / "milestone" / created.strftime("%Y%m%dT%H%M%SZ")
