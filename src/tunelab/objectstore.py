@@ -73,12 +73,18 @@ class ObjectStore:
         safe = "".join(c if c.isalnum() or c in "-_.=" else "-" for c in revision)
         return self.child("models", alias, safe)
 
-    def filesystem(self):
+    def filesystem(self, probe: bool = False):
+        """The fsspec file system of the store; with ``probe``, one that gives up on an
+        endpoint that does not answer within seconds instead of retrying for a minute."""
         import fsspec
 
+        # No listings cache (another worker may have written since), no instance cache (the
+        # endpoint and credentials are read from the environment when one is made).
+        options: dict = {"use_listings_cache": False, "skip_instance_cache": True}
+        if probe and self.scheme in ("s3", "s3a"):
+            options["config_kwargs"] = {"connect_timeout": 5, "retries": {"max_attempts": 1}}
         try:
-            # No listings cache: another worker may have written since the last look.
-            return fsspec.filesystem(self.scheme, use_listings_cache=False)
+            return fsspec.filesystem(self.scheme, **options)
         except (ImportError, ValueError) as exc:
             raise ConfigError(
                 f"${STORE_ENV}={self.url}: no file system for '{self.scheme}://' ({exc}). "
@@ -100,7 +106,7 @@ class ObjectStore:
             raise
 
     def error(self, doing: str, exc: BaseException) -> StoreError:
-        reason = f"{type(exc).__name__}: {exc}".strip()
+        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(".")
         return StoreError(
             f"The object store at {self.endpoint} ({self.url}) could not {doing}: {reason}. "
             f"Check that it runs and answers there (`tunelab services status` for the team "
@@ -111,11 +117,10 @@ class ObjectStore:
     def check(self, before: str) -> None:
         """StoreError unless the store answers: a flow stops before its next step
         (``before``) rather than half-way through it."""
-        fs = self.filesystem()
+        fs = self.filesystem(probe=True)
         with self.reaching(f"be reached before it would {before}"):
-            root = self.url.split("://", 1)[1].split("/", 1)[0]
-            if not fs.exists(root):
-                raise FileNotFoundError(f"no bucket '{root}'")
+            # info, not exists: exists() answers False when the endpoint does not answer.
+            fs.info(self.url.split("://", 1)[1].split("/", 1)[0])
 
     # ------------------------------------------------------------ folders
 
@@ -146,16 +151,20 @@ class ObjectStore:
             if not remote or (needed is not None and needed not in remote):
                 return False
             sent = _read_sync(folder, url)
-            for name, size in sorted(remote.items()):
+            seen = _read_sync(folder, f"fetched:{url}")
+            # ``needed`` last: a folder holding it holds everything it was stored with.
+            for name, (size, version) in sorted(remote.items(), key=lambda i: i[0] == needed):
                 local = folder / name
-                if local.is_file() and local.stat().st_size == size:
-                    continue
+                same = local.is_file() and local.stat().st_size == size
+                if same and seen.get(name, version) == version:
+                    continue  # ours, or fetched before and not stored again since
                 local.parent.mkdir(parents=True, exist_ok=True)
                 part = local.with_name(f".{local.name}.part")
                 fs.get_file(f"{url}/{name}", str(part))
                 part.replace(local)
-                sent[name] = _stamp(local)
+                sent[name], seen[name] = _stamp(local), version
         _write_sync(folder, url, sent)
+        _write_sync(folder, f"fetched:{url}", seen)
         return True
 
     def fetch_whole(self, url: str, target: Path, needed: str) -> bool:
@@ -230,15 +239,23 @@ def _write_sync(folder: Path, url: str, sent: dict[str, list[int]]) -> None:
     write_json_atomic(path, {**record, url: sent})
 
 
-def _remote_files(fs, url: str) -> dict[str, int]:
-    """Relative name -> size of every file under ``url`` (empty when there is none)."""
-    base = url.split("://", 1)[1].rstrip("/")
+def _remote_files(fs, url: str) -> dict[str, tuple[int, str]]:
+    """Relative name -> (size, version) of every file under ``url`` (empty when there is
+    none); the version (ETag, else modification time) tells a file stored again."""
+    base = fs._strip_protocol(url).rstrip("/")  # as the file system names its paths
     try:
         found = fs.find(base, detail=True)
     except FileNotFoundError:
         return {}
     return {
-        path[len(base) + 1 :]: int(info.get("size") or 0)
+        path[len(base) + 1 :]: (int(info.get("size") or 0), _version(info))
         for path, info in found.items()
         if info.get("type") == "file" and path.startswith(base + "/")
     }
+
+
+def _version(info: dict) -> str:
+    for key in ("ETag", "etag", "LastModified", "mtime", "created"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""

@@ -283,7 +283,9 @@ def s3_client(team: Team, keys: dict[str, str] | None = None):
     import boto3
 
     keys = keys or json.loads((team.state_dir / "s3" / "keys.json").read_text(encoding="utf-8"))
-    return boto3.client(
+    # A session of its own: boto3's default one keeps the profiles it read first, before
+    # a shell (or a test) exported this stack's AWS_PROFILE and credentials file.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=team.s3_endpoint,
         aws_access_key_id=keys["access_key"],

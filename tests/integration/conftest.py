@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,13 @@ def worker(live_services):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture
+def team_workspace():
+    """A workspace for the team stack that PostgreSQL's own user can reach when the tests
+    run as root (pytest's temporary folders are private to their owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="tunelab-team-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

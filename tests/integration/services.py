@@ -1,5 +1,6 @@
 """Real services for integration tests, started on 127.0.0.1 and stopped by PID, and the
-small helpers several integration tests share (a tiny plan, a Prefect artifact by key)."""
+small helpers several integration tests share (a tiny plan, a Prefect artifact by key,
+free ports, a query in the team stack's PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def s3_port() -> int:
+    """A port whose 3 successors and their +10000 gRPC twins are free too (SeaweedFS)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 44000)
+        needed = [port, *(port + i for i in (1, 2, 3)), *(port + i + 10000 for i in (1, 2, 3))]
+        if all(_free(p) for p in needed):
+            return port
+    raise RuntimeError("no free ports for SeaweedFS")
+
+
+def query(team, database: str, sql: str) -> list[tuple]:
+    """The rows of one query in one of the team stack's PostgreSQL databases."""
+    import psycopg2
+
+    from tunelab import stack
+
+    connection = psycopg2.connect(
+        host=team.host, port=team.ports.postgres, user=stack.DB_USER, dbname=database
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+    finally:
+        connection.close()
 
 
 class MlflowServer:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from services import query, s3_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
@@ -23,53 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TUNELAB = str(Path(sys.executable).parent / "tunelab")
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def s3_port() -> int:
-    """A port whose 3 successors and their +10000 gRPC twins are free too (SeaweedFS)."""
-    for _ in range(200):
-        port = random.randint(20000, 44000)
-        needed = [port, *(port + i for i in (1, 2, 3)), *(port + i + 10000 for i in (1, 2, 3))]
-        if all(_free(p) for p in needed):
-            return port
-    raise RuntimeError("no free ports for SeaweedFS")
-
-
-@pytest.fixture
-def ws():
-    """A workspace PostgreSQL's own user can reach when the tests run as root (pytest's
-    temporary folders are private to their owner)."""
-    folder = Path(tempfile.mkdtemp(prefix="tunelab-team-"))
-    folder.chmod(0o711)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def query(team, database: str, sql: str) -> list[tuple]:
-    """The rows of one query in one of the stack's PostgreSQL databases."""
-    import psycopg2
-
-    from tunelab import stack
-
-    connection = psycopg2.connect(
-        host=team.host, port=team.ports.postgres, user=stack.DB_USER, dbname=database
-    )
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchall()
-    finally:
-        connection.close()
-
-
-def test_team_stack_holds_runs_registry_and_artifacts(ws):
+def test_team_stack_holds_runs_registry_and_artifacts(team_workspace):
+    ws = team_workspace
     from tunelab import stack
     from tunelab.services import status
 
