@@ -133,6 +133,8 @@ def test_tiny_plan_through_a_deployment_on_the_team_stack(team, team_workspace, 
     assert f"dvc/files/md5/{dir_hash[:2]}/{dir_hash[2:]}.dir" in keys
     assert sum(k.startswith("prefect-results/") for k in keys) >= 33
     assert any(k.startswith("runs/tiny-sentiment/") and k.endswith("scorecard.json") for k in keys)
+    # The built tiny models, once for the team (a worker that lacks them fetches them).
+    assert any(k.startswith("models/tiny-bert/") and k.endswith(".safetensors") for k in keys)
     # The registry in PostgreSQL; every registered model's files in S3 through MLflow.
     versions = query(team, "mlflow", "SELECT name, storage_location FROM model_versions")
     assert {name for name, _ in versions} >= {

@@ -327,7 +327,11 @@ def _end_unlogged(record: MethodRecord, context: MethodContext) -> None:
     """A trained run that will not be logged ends its live MLflow run FAILED."""
     from tunelab.lifecycle import live
 
-    live.end_unlogged(record.run_dir, context.tracking_uri, record.error or "not evaluated")
+    try:  # its live run's record, when the run was trained on another worker
+        run_dir = exchange.local(record.run_dir, Workspace.resolve(context.workdir))
+    except TunelabError:
+        run_dir = record.run_dir
+    live.end_unlogged(run_dir, context.tracking_uri, record.error or "not evaluated")
 
 
 def _run(record: MethodRecord, run_step: StepRunner, call: StepCall):
