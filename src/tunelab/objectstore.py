@@ -124,12 +124,15 @@ class ObjectStore:
 
     # ------------------------------------------------------------ folders
 
-    def publish(self, folder: Path, url: str, last: tuple[str, ...] = ()) -> int:
+    def publish(
+        self, folder: Path, url: str, last: tuple[str, ...] = (), record: bool = True
+    ) -> int:
         """Upload the files of ``folder`` that changed since its last publish (checkpoint
         folders aside: training state, not results); the files named in ``last`` go last,
-        so a reader that finds them finds the rest. Returns how many files were sent."""
+        so a reader that finds them finds the rest. Returns how many files were sent.
+        Without ``record`` nothing is written into the folder (and everything is sent)."""
         folder = Path(folder)
-        sent = _read_sync(folder, url)
+        sent = _read_sync(folder, url) if record else {}
         files = _files(folder)
         changed = [n for n in files if sent.get(n) != _stamp(folder / n)]
         changed.sort(key=lambda n: (n in last, n))
@@ -138,8 +141,28 @@ class ObjectStore:
             for name in changed:
                 fs.put_file(str(folder / name), f"{url}/{name}")
                 sent[name] = _stamp(folder / name)
-        _write_sync(folder, url, sent)
+        if record:
+            _write_sync(folder, url, sent)
         return len(changed)
+
+    def exists(self, url: str) -> bool:
+        fs = self.filesystem()
+        with self.reaching(f"look up {url}"):
+            return fs.exists(url)
+
+    def read_text(self, url: str) -> str | None:
+        """A small text object; None when there is none."""
+        fs = self.filesystem()
+        with self.reaching(f"read {url}"):
+            try:
+                return fs.cat_file(url).decode("utf-8")
+            except FileNotFoundError:
+                return None
+
+    def write_text(self, url: str, text: str) -> None:
+        fs = self.filesystem()
+        with self.reaching(f"write {url}"):
+            fs.pipe_file(url, text.encode("utf-8"))
 
     def fetch(self, url: str, folder: Path, needed: str | None = None) -> bool:
         """Download what the store holds at ``url`` and ``folder`` lacks (or holds in

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -18,12 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tunelab.errors import ModelError
 from tunelab.models import tiny
-
-log = logging.getLogger(__name__)
+from tunelab.models.shared import fetch_alias, share_alias
 
 CACHE_ENV = "TUNELAB_CACHE"
 # Written last into every folder tunelab builds; its presence (with the current
@@ -99,10 +96,12 @@ def prepare_alias(name: str, force: bool = False) -> Path:
     if packaged is not None:
         return packaged
     target = alias_path(name)
+    # The team's copy ($TUNELAB_STORE): built once per team, not once per worker.
+    shared = (name, f"{alias_revision(name)}-{_recipe(name)}")
     if not force and _is_ready(name, target):
-        _share(name, target)  # built before the team store was set: the team gets it too
+        share_alias(*shared, target, MARKER)  # built before the store was set: share it
         return target
-    if not force and _fetch_shared(name, target):
+    if not force and fetch_alias(*shared, target, MARKER) and _is_ready(name, target):
         return target
     root = target.parent
     try:
@@ -128,50 +127,8 @@ def prepare_alias(name: str, force: bool = False) -> Path:
         _install(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _share(name, target)
+    share_alias(*shared, target, MARKER)
     return target
-
-
-# --- the team's copy ($TUNELAB_STORE): converted once per team, not once per worker ---
-
-
-def _shared_url(name: str) -> tuple[Any, str] | None:
-    from tunelab.objectstore import configured
-
-    store = configured()
-    if store is None:
-        return None
-    return store, store.model_url(name, f"{alias_revision(name)}-{_recipe(name)}")
-
-
-def _fetch_shared(name: str, target: Path) -> bool:
-    """The alias from the team store, when another worker built it. A store that does not
-    answer is reported and the alias is built here: the copy saves time, nothing more."""
-    from tunelab.errors import StoreError
-
-    shared = _shared_url(name)
-    if shared is None:
-        return False
-    store, url = shared
-    try:
-        fetched = store.fetch_whole(url, target, needed=MARKER)
-    except (StoreError, OSError) as exc:
-        log.warning("Building %s here: the team's copy could not be read (%s)", name, exc)
-        return False
-    return fetched and _is_ready(name, target)
-
-
-def _share(name: str, folder: Path) -> None:
-    from tunelab.errors import StoreError
-
-    shared = _shared_url(name)
-    if shared is None:
-        return
-    store, url = shared
-    try:
-        store.publish(folder, url, last=(MARKER,))
-    except StoreError as exc:
-        log.warning("%s was built here but not shared with the team: %s", name, exc)
 
 
 def alias_path(name: str) -> Path:

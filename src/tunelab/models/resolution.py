@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ModelError
-from tunelab.models.aliases import ALIASES, alias_path, alias_revision, choices, prepare_alias
+from tunelab.models import shared
+from tunelab.models.aliases import (
+    ALIASES,
+    alias_path,
+    alias_revision,
+    cache_dir,
+    choices,
+    prepare_alias,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +227,18 @@ def _resolve_hub(repo_id: str, revision: str | None, prepare: bool) -> ResolvedM
         if not any(path.glob("*.safetensors")):
             path = fetch(HUB_FILES + HUB_LEGACY_WEIGHTS)
     except Exception as exc:  # noqa: BLE001 - every failure means the same to the user
-        raise ModelError(_hub_failure(repo_id, revision, prepare, exc)) from None
+        path = shared.fetch_snapshot(repo_id, revision, cache_dir()) if prepare else None
+        if path is None:
+            raise ModelError(_hub_failure(repo_id, revision, prepare, exc)) from None
+        log.warning(
+            "%s: the hub could not be reached (%s); using the team store's copy of %s, commit %s.",
+            repo_id,
+            type(exc).__name__,
+            revision or "main",
+            path.name,
+        )
+    else:
+        shared.share_snapshot(repo_id, revision, path)  # workers without the hub get it
     if not (path / "config.json").is_file():
         raise ModelError(
             f"Hub repository '{repo_id}' has no config.json: it is not a transformers model. "
