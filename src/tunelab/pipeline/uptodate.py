@@ -35,6 +35,7 @@ from tunelab.config import digest
 from tunelab.data.sources import source_identity
 from tunelab.files import write_json_atomic
 from tunelab.models.resolution import weights_id
+from tunelab.objectstore import STORE_ENV
 from tunelab.pipeline.plan import Plan
 from tunelab.redaction import URI_CREDENTIALS
 from tunelab.runs import code_version, library_versions, starting_point
@@ -195,6 +196,9 @@ def workspace_state(workspace: Workspace, tracking_uri: str, summary: dict) -> d
         "data.dvc": digest(_file_signature(workspace.data_dvc)),
         "the data version records": _folder_signature(workspace.versions_dir),
         "the step cache": _folder_signature(workspace.prefect_results_dir),
+        # The cache and run folders of a team store are not in the workspace: another
+        # store (or none) is another run.
+        "the team store": os.environ.get(STORE_ENV, ""),
         "a run folder": digest(runs),
         "the review": _folder_signature(Path(review).parent) if review else "none",
         "the workspace": str(root),
