@@ -121,5 +121,7 @@ def test_dockerfile_copies_what_exists_and_repeats_the_pins():
     assert f"TUNELAB_PROJECT={IMAGE_PROJECT}" in text and f"WORKDIR {IMAGE_PROJECT}" in text
     users = [i["value"] for i in parser.structure if i["instruction"] == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
-    assert "[docker,kubernetes]" in text  # the workers' extras, as pyproject names them
-    assert {"docker", "kubernetes"} <= set(pyproject["project"]["optional-dependencies"])
+    # The workers' extras, as pyproject names them: the pool types' and the S3 store's.
+    extras = re.search(r'pip install "\.\[([a-z0-9,-]+)\]"', text).group(1).split(",")
+    assert {"docker", "kubernetes", "s3"} <= set(extras)
+    assert set(extras) <= set(pyproject["project"]["optional-dependencies"])
