@@ -165,8 +165,9 @@ class ObjectStore:
             fs.pipe_file(url, text.encode("utf-8"))
 
     def fetch(self, url: str, folder: Path, needed: str | None = None) -> bool:
-        """Download what the store holds at ``url`` and ``folder`` lacks (or holds in
-        another size). False when the store holds nothing there (or not ``needed``)."""
+        """Download what the store holds at ``url`` and ``folder`` lacks, holds in another
+        size, or fetched before the store's copy was stored again. False when the store
+        holds nothing there (or not ``needed``)."""
         fs = self.filesystem()
         folder = Path(folder)
         with self.reaching(f"read {url}"):
