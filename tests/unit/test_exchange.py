@@ -20,23 +20,11 @@ from tunelab.pipeline import exchange
 from tunelab.runs import RESULT_FILE, SCORECARD_FILE, TrainResult
 from tunelab.workspace import Workspace
 
+pytestmark = pytest.mark.usefixtures("memory_store")
+
 STORE = "memory://team"
 REPO = Path(__file__).resolve().parents[2]
 TINY_DPO = REPO / "configs" / "tiny" / "preferences-dpo.yaml"
-
-
-@pytest.fixture(autouse=True)
-def memory_store(monkeypatch):
-    """An empty in-memory store for each test, and no store unless a test sets one."""
-    monkeypatch.delenv(objectstore.STORE_ENV, raising=False)
-    memory = fsspec.filesystem("memory")
-    memory.store.clear()
-    memory.pseudo_dirs.clear()
-    memory.pseudo_dirs.append("")
-    yield memory
-    memory.store.clear()
-    memory.pseudo_dirs.clear()
-    memory.pseudo_dirs.append("")
 
 
 @pytest.fixture

@@ -15,22 +15,9 @@ from tunelab import objectstore
 from tunelab.errors import ConfigError, StoreError
 from tunelab.objectstore import ObjectStore
 
+pytestmark = pytest.mark.usefixtures("memory_store")
+
 STORE = "memory://team"
-
-
-@pytest.fixture(autouse=True)
-def memory_store(monkeypatch):
-    """An empty in-memory store for each test; the endpoint variables of the machine unset."""
-    for name in (objectstore.STORE_ENV, objectstore.ENDPOINT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    memory = fsspec.filesystem("memory")
-    memory.store.clear()
-    memory.pseudo_dirs.clear()
-    memory.pseudo_dirs.append("")
-    yield memory
-    memory.store.clear()
-    memory.pseudo_dirs.clear()
-    memory.pseudo_dirs.append("")
 
 
 @pytest.fixture

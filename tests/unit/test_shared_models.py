@@ -10,7 +10,6 @@ import json
 import logging
 from pathlib import Path
 
-import fsspec
 import huggingface_hub
 import pytest
 
@@ -24,13 +23,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(autouse=True)
-def memory_store(monkeypatch):
-    memory = fsspec.filesystem("memory")
-    memory.store.clear()
+def team(memory_store, monkeypatch):
     monkeypatch.setenv(objectstore.STORE_ENV, STORE)
     monkeypatch.setattr(shared, "_SHARED", set())
-    yield memory
-    memory.store.clear()
 
 
 def hub_snapshot(root: Path, commit: str = COMMIT) -> Path:
