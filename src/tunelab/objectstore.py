@@ -164,10 +164,13 @@ class ObjectStore:
         with self.reaching(f"write {url}"):
             fs.pipe_file(url, text.encode("utf-8"))
 
-    def fetch(self, url: str, folder: Path, needed: str | None = None) -> bool:
+    def fetch(
+        self, url: str, folder: Path, needed: str | None = None, top_level: bool = False
+    ) -> bool:
         """Download what the store holds at ``url`` and ``folder`` lacks, holds in another
         size, or fetched before the store's copy was stored again. False when the store
-        holds nothing there (or not ``needed``)."""
+        holds nothing there (or not ``needed``). With ``top_level``, files in subfolders
+        (a run's model weights) are left in the store."""
         fs = self.filesystem()
         folder = Path(folder)
         with self.reaching(f"read {url}"):
@@ -178,6 +181,8 @@ class ObjectStore:
             seen = _read_sync(folder, f"fetched:{url}")
             # ``needed`` last: a folder holding it holds everything it was stored with.
             for name, (size, version) in sorted(remote.items(), key=lambda i: i[0] == needed):
+                if top_level and "/" in name:
+                    continue
                 local = folder / name
                 same = local.is_file() and local.stat().st_size == size
                 if same and seen.get(name, version) == version:

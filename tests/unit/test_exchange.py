@@ -17,6 +17,7 @@ from tunelab.data import dvc
 from tunelab.errors import PipelineError
 from tunelab.models import aliases
 from tunelab.pipeline import exchange
+from tunelab.pipeline.records import MethodRecord
 from tunelab.runs import RESULT_FILE, SCORECARD_FILE, TrainResult
 from tunelab.workspace import Workspace
 
@@ -114,6 +115,20 @@ def test_a_file_stored_again_in_the_same_size_is_fetched_again(team, tmp_path):
     assert (Path(exchange.local(str(folder), second)) / SCORECARD_FILE).read_text() == (
         '{"accuracy": 0.80}'
     )
+
+
+def test_the_review_fetches_the_records_not_the_model(team, tmp_path):
+    folder = trained(tmp_path / "ws1")
+    exchange.publish(folder)
+    record = MethodRecord("tiny-preferences", "lora", run_dir=str(folder))
+    exchange.localize([record], Workspace(tmp_path / "ws2"))
+    fetched = Path(record.run_dir)
+    assert fetched.is_relative_to(tmp_path / "ws2")
+    assert (fetched / SCORECARD_FILE).is_file() and (fetched / RESULT_FILE).is_file()
+    assert not (fetched / "model").exists()
+    # A later step that needs the model gets the rest.
+    exchange.local(str(folder), Workspace(tmp_path / "ws2"))
+    assert (fetched / "model" / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_without_a_store_run_folders_stay_where_they_are(tmp_path, memory_store):

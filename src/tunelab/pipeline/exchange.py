@@ -31,17 +31,19 @@ def publish(run_dir: str | Path) -> None:
     store.publish(folder, store.run_url(folder.parent.name, folder.name), last=RECORDS)
 
 
-def local(run_dir: str, workspace: Workspace) -> str:
+def local(run_dir: str, workspace: Workspace, records_only: bool = False) -> str:
     """The run folder in this workspace, fetched from the team store where this workspace
     lacks it or holds less of it (a step that ran on another worker). Without a store:
-    ``run_dir`` as it is."""
+    ``run_dir`` as it is. With ``records_only``, only its top-level files (records,
+    plots, predictions), not the model it saved."""
     store = configured()
     if store is None:
         return run_dir
     source = Path(run_dir)
     folder = workspace.root / "runs" / source.parent.name / source.name
     url = store.run_url(source.parent.name, source.name)
-    if not store.fetch(url, folder, needed=RESULT_FILE) and not (folder / RESULT_FILE).is_file():
+    fetched = store.fetch(url, folder, needed=RESULT_FILE, top_level=records_only)
+    if not fetched and not (folder / RESULT_FILE).is_file():
         raise PipelineError(
             f"The run folder {source.parent.name}/{source.name} is neither in this workspace "
             f"({workspace.root}) nor in the team store ({url}). Run the pipeline again with "
@@ -51,12 +53,12 @@ def local(run_dir: str, workspace: Workspace) -> str:
 
 
 def localize(records: list[MethodRecord], workspace: Workspace) -> None:
-    """Point each method record at its run folder
-    in this workspace, fetched from the team store when the steps ran elsewhere or came
-    from the cache."""
+    """Point each method record at its run folder in this workspace, fetched from the team
+    store when the steps ran elsewhere or came from the cache: what the review reads (its
+    records, plots and predictions), not the model."""
     for record in records:
         if record.run_dir:
-            record.run_dir = local(record.run_dir, workspace)
+            record.run_dir = local(record.run_dir, workspace, records_only=True)
 
 
 def local_config(cfg: RunConfig, workspace: Workspace) -> RunConfig:
